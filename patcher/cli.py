@@ -1,0 +1,277 @@
+"""The `mbpatch` command line: apply, revert, verify, list, doctor."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import click
+
+from . import MbpatchError, __version__, engine, report
+from .checkout import Checkout, detect
+from .journal import Journal
+from .recipes import Context, RecipeError
+from .templates import AVAILABLE, CATALOG, lookup
+from .verify import Target
+from .verify import run as run_verify
+
+
+def kind_recipes(kind: str):
+    if kind == "yolov5":
+        from .recipes import yolov5 as kind_module
+    else:
+        from .recipes import ultralytics as kind_module
+    return kind_module
+
+
+def _fail(e: MbpatchError, as_json: bool = False) -> None:
+    if as_json:
+        report.dump({"ok": False, "error": str(e), "file": e.file, "step": e.step})
+    else:
+        report.err.print(f"[bold red]mbpatch:[/] {e.line()}")
+    sys.exit(e.exit_code)
+
+
+def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool) -> Context:
+    bb = lookup(backbone)
+    if bb is None:
+        known = ", ".join(sorted(CATALOG))
+        raise MbpatchError(f"unknown backbone '{backbone}'; choose one of: {known}", step="backbone")
+    if bb.id not in AVAILABLE:
+        raise MbpatchError(f"backbone '{bb.id}' has no template in mbpatch {__version__} yet", step="backbone")
+    archs = kind_recipes(co.kind).ARCHS
+    if arch not in archs:
+        raise MbpatchError(
+            f"--arch {arch} cannot be built by this {co.kind} {co.version} checkout; it builds: {', '.join(archs)}",
+            file=str(co.root), step="arch",
+        )
+    if nc < 1:
+        raise MbpatchError("--nc must be at least 1", step="nc")
+    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off)
+    verify_target(ctx)  # refuses up front an arch this release lacks (rtdetr before 8.0.111, yolo11 before 8.3.0)
+    return ctx
+
+
+def verify_target(ctx: Context) -> Target:
+    co = ctx.checkout
+    if co.kind == "yolov5":
+        return kind_recipes("yolov5").verify_target(ctx)
+    from .recipes.ultralytics.model_yaml import plan as yaml_plan
+
+    try:
+        p = yaml_plan(ctx)
+    except RecipeError as e:
+        raise MbpatchError(str(e), file=str(co.root), step="arch") from None
+    scale = "l" if ctx.arch == "rtdetr" else ctx.scale  # rtdetr-l.yaml has the one scale
+    return Target(co.root, co.package.name, p.model, co.root / p.stock, co.root / p.out, p.scaled, scale, ctx.nc)
+
+
+def training_snippet(ctx: Context, target: Target) -> str:
+    if ctx.checkout.kind == "yolov5":
+        return kind_recipes("yolov5").training_snippet(ctx, target)
+    cls = "RTDETR" if ctx.arch == "rtdetr" else "YOLO"
+    path = target.patched
+    if target.scaled and ctx.arch != "rtdetr":  # Ultralytics reads the scale from the file name
+        path = path.with_name(path.name.replace(f"{ctx.arch}-", f"{ctx.arch}{ctx.scale}-", 1))
+    return f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="coco8.yaml", epochs=100, imgsz=640)'
+
+
+def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict) -> int:
+    target = verify_target(ctx)
+    t0 = time.perf_counter()
+    result = run_verify(target, python)
+    result["wall_s"] = time.perf_counter() - t0
+    doc["verification"] = result
+    if not as_json:
+        report.verification(result, str(target.patched), training_snippet(ctx, target))
+    return 0 if result.get("ok") else 1
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mbpatch")
+def main():
+    """Swap the backbone of an Ultralytics or YOLOv5 checkout for MobileNetV2, MobileNetV4 or RepViT."""
+
+
+@main.command()
+@click.option("--repo", required=True, help="the checkout: repo root or its ultralytics/ package folder")
+@click.option("--backbone", required=True, help="catalogue id or tutorial class name (see `mbpatch list`)")
+@click.option("--arch", required=True, type=click.Choice(["rtdetr", "yolov8", "yolo11", "yolov5"], case_sensitive=False))
+@click.option("--nc", default=80, show_default=True, help="number of classes in the generated yaml")
+@click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")), help="yolov8/yolo11/yolov5 scale")
+@click.option("--head", default="stock", show_default=True, type=click.Choice(["stock", "light"]),
+              help="rtdetr neck: stock rtdetr-l, or the MobileNetV4 tutorial's light one (RepC3 e=0.5, 3 decoder layers)")
+@click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
+@click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
+@click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
+@click.option("--python", "python", default=None, help="interpreter that builds the model (default: this one)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+def apply(repo, backbone, arch, nc, scale, head, rect_off, dry_run, no_verify, python, as_json):
+    """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
+    try:
+        co = detect(repo)
+        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off)
+        recipes = kind_recipes(co.kind).RECIPES
+        with engine.Lock(co.root):
+            p = engine.plan(ctx, recipes)
+            doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
+                       dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
+            if dry_run:
+                doc["diff"] = p.diff()
+                if not as_json:
+                    report.console.print(report.steps_table(p.steps, f"plan for {co.kind} {co.version} at {co.root}"))
+                    report.diff(doc["diff"])
+                    report.console.print(f"[dim]dry run: {len(p.changes)} file(s) would change, nothing written[/]")
+                else:
+                    report.dump(doc)
+                return
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head,
+                        recipes={s.recipe: s.status for s in p.steps})
+            engine.write(p, meta)
+        if not as_json:
+            report.console.print(report.steps_table(p.steps, f"{co.kind} {co.version} at {co.root}"))
+            report.console.print(f"{len(p.changes)} file(s) written" if p.changes else "nothing to change: already applied")
+        code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
+        doc["ok"] = code == 0
+        if as_json:
+            report.dump(doc)
+        sys.exit(code)
+    except MbpatchError as e:
+        _fail(e, as_json)
+
+
+def _co_json(co: Checkout) -> Dict:
+    return dict(kind=co.kind, version=co.version, layout=co.layout, root=str(co.root), files=co.files)
+
+
+@main.command()
+@click.option("--repo", default=".", show_default=True, help="the checkout")
+@click.option("--force", is_flag=True, help="revert files edited since apply, saving your copies under .mbpatch/")
+@click.option("--dry-run", is_flag=True, help="say what would be restored, write nothing")
+@click.option("--json", "as_json", is_flag=True)
+def revert(repo, force, dry_run, as_json):
+    """Give back the exact bytes the checkout had before mbpatch."""
+    try:
+        co = detect(repo)
+        if not Journal(co.root).exists():
+            msg = "no mbpatch journal here: nothing to revert"
+            report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
+            return
+        with engine.Lock(co.root):
+            rp = engine.plan_revert(co.root)
+            if dry_run:
+                doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited)
+                if as_json:
+                    report.dump(doc)
+                else:
+                    for rel, data in rp.restore.items():
+                        report.console.print(f"would {'delete' if data is None else 'restore'} {rel}")
+                    if rp.edited:
+                        report.console.print(f"[yellow]edited since apply:[/] {', '.join(rp.edited)} (needs --force)")
+                return
+            saved = engine.revert(co.root, rp, force=force)
+        doc = dict(ok=True, restored=sorted(rp.restore), entries=rp.entries, saved=str(saved) if saved else None)
+        if as_json:
+            report.dump(doc)
+        else:
+            for rel, data in rp.restore.items():
+                report.console.print(f"{'removed' if data is None else 'restored'} {rel}")
+            if saved:
+                report.console.print(f"[yellow]your edited copies were saved in[/] {saved}")
+            report.console.print(f"[green]reverted {rp.entries} apply(s); the checkout has its original bytes[/]")
+    except MbpatchError as e:
+        _fail(e, as_json)
+
+
+@main.command()
+@click.option("--repo", default=".", show_default=True)
+@click.option("--model", "model_yaml", default=None, help="a yaml to build (default: the one the last apply wrote)")
+@click.option("--python", "python", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def verify(repo, model_yaml, python, as_json):
+    """Build the patched model again and print its summary."""
+    try:
+        co = detect(repo)
+        entries = Journal(co.root).entries()
+        if model_yaml is None and not entries:
+            raise MbpatchError("nothing applied here yet and no --model given", file=str(co.root), step="verify")
+        last = entries[-1] if entries else {}
+        ctx = make_context(co, last.get("backbone", "mobilenetv2"), last.get("arch", _arch_of(model_yaml)),
+                           int(last.get("nc", 80)), last.get("scale", "n"), last.get("head", "stock"), False)
+        doc: Dict = dict(ok=True, command="verify")
+        if model_yaml:
+            ctx.arch = _arch_of(model_yaml)
+            target = verify_target(ctx)
+            target.patched = Path(model_yaml).resolve()
+            result = run_verify(target, python)
+            doc["verification"] = result
+            if not as_json:
+                report.verification(result, str(target.patched), training_snippet(ctx, target))
+            code = 0 if result.get("ok") else 1
+        else:
+            code = do_verify(ctx, python, as_json, doc)
+        doc["ok"] = code == 0
+        if as_json:
+            report.dump(doc)
+        sys.exit(code)
+    except MbpatchError as e:
+        _fail(e, as_json)
+
+
+def _arch_of(model_yaml: Optional[str]) -> str:
+    text = Path(model_yaml).read_text(encoding="utf-8") if model_yaml and Path(model_yaml).is_file() else ""
+    if "RTDETRDecoder" in text:
+        return "rtdetr"
+    return "yolo11" if "C2PSA" in text else "yolov8"
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json):
+    """Backbones, archs and recipes (with the tutorial step each automates)."""
+    from .recipes import ultralytics as ul
+    from .recipes import yolov5 as y5
+
+    backbones = [dict(id=b.id, names=list(b.names), channels=list(b.channels), available=b.id in AVAILABLE)
+                 for b in CATALOG.values()]
+    recipes = {kind: [dict(name=r.name, step=r.step) for r in mod.RECIPES] for kind, mod in (("ultralytics", ul), ("yolov5", y5))}
+    archs = {"ultralytics": list(ul.ARCHS), "yolov5": list(y5.ARCHS)}
+    if as_json:
+        report.dump(dict(backbones=backbones, archs=archs, recipes=recipes))
+        return
+    from rich.table import Table
+
+    t = Table(title="backbones", title_justify="left")
+    for col in ("id", "yaml names", "channels (s4, s8, s16, s32)", "template"):
+        t.add_column(col)
+    for b in backbones:
+        t.add_row(b["id"], ", ".join(b["names"]), str(tuple(b["channels"])), "yes" if b["available"] else "[dim]not yet[/]")
+    report.console.print(t)
+    report.console.print("archs: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in archs.items()))
+    for kind, rs in recipes.items():
+        t = Table(title=f"{kind} recipes", title_justify="left")
+        t.add_column("recipe")
+        t.add_column("tutorial step")
+        for r in rs:
+            t.add_row(r["name"], r["step"])
+        report.console.print(t)
+
+
+@main.command()
+@click.option("--repo", default=".", show_default=True)
+@click.option("--python", "python", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def doctor(repo, python, as_json):
+    """Say what state a checkout is in and what is wrong with the environment."""
+    from .doctor import run_doctor
+
+    try:
+        sys.exit(run_doctor(repo, python, as_json))
+    except MbpatchError as e:
+        _fail(e, as_json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Plan, write and revert: the only module that touches the checkout's files.
+
+Apply = run every recipe in memory (each sees the texts the previous ones produced), check that every
+changed Python file compiles, then write: originals to the journal first, each file atomically, all or
+none (a failed write rolls back the ones already written).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import MbpatchError
+from .checkout import Checkout
+from .journal import Journal, _hook, atomic_write, sha256
+from .recipes import ALREADY, APPLIED, NOT_NEEDED, Context, Recipe, RecipeError
+
+
+@dataclass
+class Step:
+    recipe: str
+    step: str
+    status: str
+    detail: str
+    files: List[str]
+
+
+@dataclass
+class Plan:
+    checkout: Checkout
+    steps: List[Step]
+    originals: Dict[str, Optional[bytes]]  # every file read, as it was (None = absent)
+    texts: Dict[str, Optional[str]]  # every file read, as it will be
+
+    @property
+    def changes(self) -> Dict[str, bytes]:
+        out = {}
+        for rel, text in self.texts.items():
+            if text is None:
+                continue
+            data = text.encode("utf-8")
+            if data != self.originals.get(rel):
+                out[rel] = data
+        return out
+
+    def diff(self) -> str:
+        chunks = []
+        for rel, data in self.changes.items():
+            before = (self.originals.get(rel) or b"").decode("utf-8").splitlines(keepends=True)
+            after = data.decode("utf-8").splitlines(keepends=True)
+            src = "/dev/null" if self.originals.get(rel) is None else f"a/{rel}"
+            chunks.append("".join(difflib.unified_diff(before, after, src, f"b/{rel}")))
+        return "".join(chunks)
+
+
+def _inside(co: Checkout, rel: str) -> Path:
+    """The absolute path of `rel`, refusing anything that would leave the checkout."""
+    path = (co.root / rel).resolve()
+    root = co.root.resolve()
+    if root != path and root not in path.parents:
+        raise MbpatchError("refusing to write outside the checkout", file=rel, step="plan")
+    return co.root / rel
+
+
+def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
+    co: Checkout = ctx.checkout
+    originals: Dict[str, Optional[bytes]] = {}
+    texts: Dict[str, Optional[str]] = {}
+    steps: List[Step] = []
+    for recipe in recipes:
+        try:
+            targets = recipe.targets(ctx)
+        except RecipeError as e:
+            raise MbpatchError(str(e), file=co.files.get("tasks") or str(co.root), step=recipe.name) from None
+        for rel in targets:
+            if rel in texts:
+                continue
+            path = _inside(co, rel)
+            data = path.read_bytes() if path.is_file() else None
+            originals[rel] = data
+            try:
+                texts[rel] = None if data is None else data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MbpatchError("is not UTF-8 text; cannot patch it", file=rel, step=recipe.name) from None
+        try:
+            outcome = recipe.run(ctx, dict(texts))
+        except RecipeError as e:
+            raise MbpatchError(str(e), file=targets[0] if targets else str(co.root), step=recipe.name) from None
+        for rel, text in outcome.changes.items():
+            _inside(co, rel)
+            texts[rel] = text
+        steps.append(Step(recipe.name, recipe.step, outcome.status, outcome.detail, sorted(outcome.changes)))
+    result = Plan(co, steps, originals, texts)
+    for rel, data in result.changes.items():
+        if rel.endswith(".py"):
+            try:
+                compile(data, rel, "exec")
+            except SyntaxError as e:  # a recipe bug, never the user's: say so
+                raise MbpatchError(f"mbpatch produced invalid Python (line {e.lineno}); nothing was written, please report it",
+                                   file=rel, step="compile") from None
+    return result
+
+
+# --- locking -----------------------------------------------------------------------------------------------
+
+
+class Lock:
+    """One mbpatch run per checkout: `<root>/.mbpatch.lock` holds the pid; a stale lock is taken over."""
+
+    def __init__(self, root: Path, wait: float = 5.0):
+        self.path = root / ".mbpatch.lock"
+        self.wait = wait
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                if self._stale():
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if time.monotonic() > deadline:
+                    raise MbpatchError(
+                        "another mbpatch run is working on this checkout; wait for it to finish "
+                        f"(or delete {self.path.name} if no mbpatch is running)",
+                        file=str(self.path),
+                        step="lock",
+                    ) from None
+                time.sleep(0.1)
+            except PermissionError:
+                raise MbpatchError("the checkout folder is not writable", file=str(self.path.parent), step="lock") from None
+
+    def _stale(self) -> bool:
+        try:
+            pid = int(self.path.read_text() or "0")
+        except (OSError, ValueError):
+            return True
+        if pid <= 0:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+def _new_dirs(co: Checkout, rels: List[str]) -> List[str]:
+    """Folders that writing `rels` will create, outermost first."""
+    out: List[str] = []
+    for rel in rels:
+        parent = (co.root / rel).parent
+        missing = []
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            r = co.rel(d) if d.exists() else d.relative_to(co.root).as_posix()
+            if r not in out:
+                out.append(r)
+    return out
+
+
+def write(p: Plan, meta: Dict) -> Optional[Dict]:
+    """Write the plan's changes all-or-none, journalled. Returns the journal entry (None if nothing changed)."""
+    co = p.checkout
+    changes = p.changes
+    if not changes:
+        return None
+    for rel in changes:
+        path = co.root / rel
+        target = path if path.exists() else path.parent
+        while not target.exists():
+            target = target.parent
+        if not os.access(target, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise MbpatchError("is not writable; nothing was changed (make it writable and apply again)",
+                               file=rel, step=_step_for(p, rel))
+    journal = Journal(co.root)
+    dirs = _new_dirs(co, list(changes))
+    try:
+        entry = journal.begin(meta, {rel: p.originals.get(rel) for rel in changes}, changes, dirs)
+    except OSError as e:
+        raise MbpatchError(f"cannot write the journal ({e.strerror}); nothing was changed",
+                           file=str(journal.file), step="journal") from None
+    written: List[str] = []
+    try:
+        for d in dirs:
+            (co.root / d).mkdir()
+        for rel, data in changes.items():
+            _hook("before-write", co.root / rel)
+            atomic_write(co.root / rel, data)
+            written.append(rel)
+            _hook("after-write", co.root / rel)
+        journal.finish(entry)
+    except OSError as e:
+        bad = rel  # noqa: F821 (the file being written when it failed)
+        _rollback(co, p, written, dirs)
+        journal.drop(entry)
+        raise MbpatchError(f"could not write it ({e.strerror}); every change was rolled back",
+                           file=bad, step=_step_for(p, bad)) from None
+    return entry
+
+
+def _step_for(p: Plan, rel: str) -> str:
+    for s in p.steps:
+        if rel in s.files:
+            return s.recipe
+    return "write"
+
+
+def _rollback(co: Checkout, p: Plan, written: List[str], dirs: List[str]) -> None:
+    for rel in written:
+        before = p.originals.get(rel)
+        if before is None:
+            (co.root / rel).unlink(missing_ok=True)
+        else:
+            atomic_write(co.root / rel, before)
+    for d in reversed(dirs):
+        try:
+            (co.root / d).rmdir()
+        except OSError:
+            pass
+
+
+# --- revert ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RevertPlan:
+    restore: Dict[str, Optional[bytes]] = field(default_factory=dict)  # path -> original bytes (None: delete)
+    edited: List[str] = field(default_factory=list)  # changed since mbpatch wrote them
+    dirs: List[str] = field(default_factory=list)
+    entries: int = 0
+
+
+def plan_revert(root: Path) -> RevertPlan:
+    journal = Journal(root)
+    entries = journal.entries()
+    rp = RevertPlan(entries=len(entries))
+    ok: Dict[str, set] = {}  # path -> acceptable current sha256 values
+    for e in entries:
+        for f in e["files"]:
+            rel = f["path"]
+            if rel not in rp.restore:
+                rp.restore[rel] = None if f["new"] else journal.original(e, rel)
+            accept = {f["sha_after"]}
+            if e["state"] != "done":  # killed mid-apply: the file may not have been written yet
+                accept |= ok.get(rel, {f["sha_before"]})
+            ok[rel] = accept
+        for d in e.get("dirs", []):
+            if d not in rp.dirs:
+                rp.dirs.append(d)
+    for rel, accept in ok.items():
+        path = root / rel
+        current = sha256(path.read_bytes()) if path.is_file() else None
+        if current not in accept:
+            rp.edited.append(rel)
+    return rp
+
+
+def revert(root: Path, rp: RevertPlan, force: bool = False) -> Optional[Path]:
+    """Restore the originals. With `force`, edited files are first copied to .mbpatch/edited-<time>/."""
+    saved = None
+    if rp.edited:
+        if not force:
+            raise MbpatchError(
+                "changed since mbpatch patched them: " + ", ".join(rp.edited)
+                + "; revert refused (use --force to save your copies under .mbpatch/ and revert anyway)",
+                file=rp.edited[0],
+                step="revert",
+            )
+        saved = root / ".mbpatch" / time.strftime("edited-%Y%m%d-%H%M%S")
+        for rel in rp.edited:
+            src = root / rel
+            if src.is_file():
+                dest = saved / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(dest, src.read_bytes())
+    for rel, data in rp.restore.items():
+        path = root / rel
+        if data is None:
+            path.unlink(missing_ok=True)
+            for cache in path.parent.glob(f"__pycache__/{path.stem}.*.pyc"):
+                cache.unlink()
+        else:
+            atomic_write(path, data)
+    for d in sorted(rp.dirs, key=len, reverse=True):
+        folder = root / d
+        pycache = folder / "__pycache__"
+        if pycache.is_dir() and not any(p.suffix != ".pyc" for p in pycache.iterdir()):
+            for p in pycache.iterdir():
+                p.unlink()
+            pycache.rmdir()
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    Journal(root).remove(keep_edited=True)
+    return saved

@@ -1,0 +1,168 @@
+"""The journal in `<checkout>/.mbpatch/`: what each apply changed, so `revert` can give back the exact bytes.
+
+Layout:
+    .mbpatch/journal.json                 entries, oldest first (format below)
+    .mbpatch/originals/<entry id>/<path>  the bytes each patched file had before that entry
+    .mbpatch/edited-<time>/<path>         copies saved by `revert --force` (kept after revert)
+
+An entry is written as "pending" (with its originals) before any file of the checkout is touched and marked
+"done" after the last write, so a run killed at any point leaves a journal that explains the state: each
+file of a pending entry is either still original (sha_before) or already patched (sha_after).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import MbpatchError, __version__
+
+FORMAT = 1
+DIR = ".mbpatch"
+
+
+def sha256(data: Optional[bytes]) -> Optional[str]:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename, keeping the file's permission bits."""
+    tmp = path.with_name(f".{path.name}.mbpatch-tmp")
+    mode = path.stat().st_mode & 0o7777 if path.exists() else None
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        _hook("before-rename", path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _hook(point: str, path: Path) -> None:
+    """Test hook: MBPATCH_CRASH_AT="<point>:<n>" kills the process at the n-th time `point` is reached."""
+    spec = os.environ.get("MBPATCH_CRASH_AT")
+    if not spec:
+        return
+    want, _, count = spec.partition(":")
+    if want != point:
+        return
+    n = int(os.environ.get("_MBPATCH_CRASH_SEEN", "0")) + 1
+    os.environ["_MBPATCH_CRASH_SEEN"] = str(n)
+    if n == int(count or 1):
+        os._exit(99)
+
+
+class Journal:
+    def __init__(self, root: Path):
+        self.root = root
+        self.dir = root / DIR
+        self.file = self.dir / "journal.json"
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.file.is_file()
+
+    def load(self) -> Dict:
+        if not self.file.is_file():
+            return {"format": FORMAT, "mbpatch": __version__, "entries": []}
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+            assert isinstance(data, dict) and isinstance(data.get("entries"), list)
+        except (ValueError, AssertionError):
+            raise MbpatchError(
+                "the mbpatch journal is corrupted; restore the files with git (or from .mbpatch/originals/) "
+                "and delete .mbpatch/",
+                file=str(self.file),
+                step="journal",
+            ) from None
+        if int(data.get("format", 0)) > FORMAT:
+            raise MbpatchError(
+                f"the journal was written by a newer mbpatch ({data.get('mbpatch')}); upgrade mbpatch to revert it",
+                file=str(self.file),
+                step="journal",
+            )
+        return data
+
+    def entries(self) -> List[Dict]:
+        return self.load()["entries"]
+
+    def original(self, entry: Dict, rel: str) -> bytes:
+        return (self.dir / "originals" / str(entry["id"]) / rel).read_bytes()
+
+    # --- writing -------------------------------------------------------------------------------------------
+    def _save(self, data: Dict) -> None:
+        self.dir.mkdir(exist_ok=True)
+        _hook("journal", self.file)
+        atomic_write(self.file, (json.dumps(data, indent=1) + "\n").encode())
+
+    def begin(self, meta: Dict, files: Dict[str, Optional[bytes]], new: Dict[str, bytes], dirs: List[str]) -> Dict:
+        """Record a pending entry with the originals of `files` (None = the file is new)."""
+        data = self.load()
+        entry_id = max([e["id"] for e in data["entries"]], default=0) + 1
+        for rel, before in files.items():
+            if before is not None:
+                dest = self.dir / "originals" / str(entry_id) / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(dest, before)
+        entry = dict(
+            meta,
+            id=entry_id,
+            time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            mbpatch=__version__,
+            state="pending",
+            dirs=dirs,
+            files=[
+                {"path": rel, "new": before is None, "sha_before": sha256(before), "sha_after": sha256(new[rel])}
+                for rel, before in files.items()
+            ],
+        )
+        data["entries"].append(entry)
+        data["mbpatch"] = __version__
+        self._save(data)
+        return entry
+
+    def finish(self, entry: Dict) -> None:
+        data = self.load()
+        for e in data["entries"]:
+            if e["id"] == entry["id"]:
+                e["state"] = "done"
+        self._save(data)
+
+    def drop(self, entry: Dict) -> None:
+        """Forget an entry whose writes were rolled back."""
+        data = self.load()
+        data["entries"] = [e for e in data["entries"] if e["id"] != entry["id"]]
+        if data["entries"]:
+            self._save(data)
+        else:
+            self.remove(keep_edited=True)
+        _rmtree(self.dir / "originals" / str(entry["id"]))
+
+    def remove(self, keep_edited: bool = True) -> None:
+        """Delete the journal and originals; copies saved by `revert --force` stay."""
+        if not self.dir.exists():
+            return
+        for child in self.dir.iterdir():
+            if keep_edited and child.name.startswith("edited-"):
+                continue
+            _rmtree(child)
+        if not any(self.dir.iterdir()):
+            self.dir.rmdir()
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            _rmtree(child)
+        path.rmdir()
+    elif path.exists() or path.is_symlink():
+        path.unlink()

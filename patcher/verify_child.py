@@ -1,0 +1,140 @@
+"""Build the stock and the patched model inside the user's checkout and measure them.
+
+Run as a script by the target interpreter (`--python`), which may not have mbpatch installed: this file
+imports only the standard library, torch, yaml and the checkout's own package. It prints one JSON document
+on its last line of stdout (after the marker), whatever happens.
+
+    python verify_child.py '{"root": ..., "package": "ultralytics", "model": "DetectionModel",
+                             "stock": "<abs yaml>", "patched": "<abs yaml>", "scale": "n", "nc": 80}'
+"""
+
+import json
+import sys
+import time
+import traceback
+
+MARKER = "@@MBPATCH-RESULT@@"
+
+
+def _emit(result):
+    sys.stdout.write("\n" + MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def _load_yaml(path, scale, scaled):
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        d = yaml.safe_load(fh)
+    if scaled:  # as Ultralytics does from the file name; a scale the yaml lacks means its first one
+        d["scale"] = scale if scale in (d.get("scales") or {}) else next(iter(d.get("scales") or {"": 0}))
+    d["yaml_file"] = path
+    return d
+
+
+def _depth(d, scale):
+    if d.get("scales"):
+        return d["scales"][d["scale"]][0]
+    return d.get("depth_multiple", 1.0)
+
+
+def _gflops(model, shape):
+    """GFLOPs at one input shape, counted by thop as Ultralytics does (2 x MACs), or None without thop."""
+    import torch
+
+    try:
+        import thop
+    except ImportError:
+        return None, None
+    x = torch.zeros(shape)
+    macs = thop.profile(model, inputs=(x,), verbose=False)[0]
+    for m in model.modules():  # old thop leaves its counters behind
+        for name in ("total_ops", "total_params"):
+            if name in getattr(m, "_buffers", {}):
+                del m._buffers[name]
+    return macs * 2 / 1e9, getattr(thop, "__version__", "unknown")
+
+
+def _shapes(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return list(out.shape)
+    if isinstance(out, (list, tuple)):
+        return [_shapes(o) for o in out]
+    if isinstance(out, dict):
+        return {k: _shapes(v) for k, v in out.items()}
+    return type(out).__name__
+
+
+def _measure(cls, cfg, scale, nc, summary):
+    import torch
+
+    t0 = time.perf_counter()
+    model = cls(cfg=cfg, nc=nc, verbose=False)
+    build_s = time.perf_counter() - t0
+    model.eval()
+    info = {
+        "layers": len(list(model.modules())),
+        "params": sum(p.numel() for p in model.parameters()),
+        "build_s": build_s,
+    }
+    t0 = time.perf_counter()
+    captured = {}
+    hook = model.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", _shapes(out)))
+    with torch.no_grad():
+        # the 640x640 pass is the one thop profiles: its output shape is taken by the hook
+        gflops, thop_version = _gflops(model, (1, 3, 640, 640))
+        if gflops is None:
+            model(torch.zeros(1, 3, 640, 640))
+        info["gflops"], info["thop"] = gflops, thop_version
+        info["forward"] = {"640x640": captured["out"]}
+        hook.remove()
+        info["forward"]["640x480"] = _shapes(model(torch.zeros(1, 3, 480, 640)))
+    info["forward_s"] = time.perf_counter() - t0
+    if summary:
+        rows, depth = cfg["backbone"] + cfg["head"], _depth(cfg, scale)
+        info["summary"] = [
+            {
+                "i": int(m.i),
+                "from": m.f,
+                "n": (max(round(r[1] * depth), 1) if r[1] > 1 else r[1]),
+                "params": sum(p.numel() for p in m.parameters()),
+                "module": str(getattr(m, "type", type(m).__name__)),
+                "args": str(r[3]),
+            }
+            for m, r in zip(model.model, rows)
+        ]
+    return info
+
+
+def main(args):
+    root = args["root"]
+    sys.path.insert(0, root)
+    sys.dont_write_bytecode = True
+    import importlib
+    import os
+
+    pkg = importlib.import_module(args["package"])
+    where = os.path.dirname(os.path.abspath(pkg.__file__))
+    expected = os.path.join(os.path.abspath(root), args["package"])
+    if os.path.normcase(where) != os.path.normcase(expected):
+        raise RuntimeError(f"`import {args['package']}` loaded {where}, not the checkout {expected}")
+    tasks = importlib.import_module(args["package"] + ".nn.tasks")
+    cls = getattr(tasks, args["model"])
+    result = {"python": sys.version.split()[0], "package_file": where}
+    import torch
+
+    torch.manual_seed(0)
+    result["torch"] = torch.__version__
+    result["stock"] = _measure(cls, _load_yaml(args["stock"], args["scale"], args["scaled"]), args["scale"], args["nc"], False)
+    result["patched"] = _measure(cls, _load_yaml(args["patched"], args["scale"], args["scaled"]), args["scale"], args["nc"], True)
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        _emit({"ok": True, **main(json.loads(sys.argv[1]))})
+    except BaseException as exc:  # report any failure as data; the parent decides the exit code
+        _emit({"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        sys.exit(1)

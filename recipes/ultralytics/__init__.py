@@ -1,0 +1,24 @@
+"""The Ultralytics recipes, one per tutorial step (SPEC §3), in the order they are applied."""
+
+from .add_modules import AddModules
+from .channel_index import ChannelIndex
+from .flops_stride import FlopsStride
+from .model_yaml import ModelYaml
+from .predict_once import PredictOnce
+from .rect_off import RectOff
+from .register import Register
+from .repc3 import RepC3Hidden
+from .rtdetr_predict import RtdetrPredict
+
+RECIPES = [
+    AddModules(),
+    Register(),
+    ChannelIndex(),
+    PredictOnce(),
+    RtdetrPredict(),
+    RepC3Hidden(),
+    FlopsStride(),
+    RectOff(),
+    ModelYaml(),
+]
+ARCHS = ("rtdetr", "yolov8", "yolo11")

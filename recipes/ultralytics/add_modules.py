@@ -1,0 +1,99 @@
+"""add_modules — put the backbone source into the checkout (tutorial step "create nn/AddModules").
+
+Targets (new files): `ultralytics/nn/AddModules/<family>.py` (the template, copied verbatim under a one-line
+header) and `ultralytics/nn/AddModules/__init__.py`, which imports the backbone's names from it. Every
+release from 8.0.0 has `ultralytics/nn/`.
+
+Already applied: `AddModules/__init__.py` already imports every name of the backbone (from our file, or from
+a file the user wrote following a tutorial: theirs is kept, never overwritten).
+Refused: `AddModules/<family>.py` exists, is not mbpatch's and does not define the backbone's names.
+
+VALID (after): AddModules/__init__.py contains `from .mobilenetv4 import MobileNetV4ConvSmall, mobilenetv4_small, ...`
+"""
+
+from __future__ import annotations
+
+from typing import List, Mapping, Optional, Sequence
+
+import libcst as cst
+
+from .. import ALREADY, APPLIED, Context, Outcome, Recipe, RecipeError
+from ..cst_anchors import MARK
+
+HEADER = "# {mark} backbone source from the mbpatch template '{family}'. This file is yours to edit.\n"
+
+
+def _folder(ctx: Context) -> str:
+    return f"{ctx.checkout.package.name}/nn/AddModules"
+
+
+def _parse(text: str, path: str) -> cst.Module:
+    try:
+        return cst.parse_module(text)
+    except cst.ParserSyntaxError as e:
+        raise RecipeError(f"syntax error at line {e.raw_line} of {path}: fix it first") from None
+
+
+def exported_names(init: cst.Module) -> Optional[List[str]]:
+    """Names `AddModules/__init__.py` imports at top level; None when it has a star import (all of them)."""
+    names: List[str] = []
+    for s in init.body:
+        if isinstance(s, cst.SimpleStatementLine) and isinstance(s.body[0], cst.ImportFrom):
+            imp = s.body[0]
+            if isinstance(imp.names, cst.ImportStar):
+                return None
+            names += [(a.asname.name.value if a.asname else a.name.value) for a in imp.names]
+    return names
+
+
+def defined_names(module: cst.Module) -> List[str]:
+    out = []
+    for s in module.body:
+        if isinstance(s, (cst.ClassDef, cst.FunctionDef)):
+            out.append(s.name.value)
+        elif isinstance(s, cst.SimpleStatementLine) and isinstance(s.body[0], cst.Assign):
+            out += [t.target.value for t in s.body[0].targets if isinstance(t.target, cst.Name)]
+    return out
+
+
+def template_text(ctx: Context) -> str:
+    return HEADER.format(mark=MARK, family=ctx.backbone.family) + ctx.backbone.source()
+
+
+class AddModules(Recipe):
+    name = "add_modules"
+    step = "create ultralytics/nn/AddModules/ with the backbone source and an __init__.py exporting it"
+
+    def targets(self, ctx: Context) -> List[str]:
+        folder = _folder(ctx)
+        return [f"{folder}/{ctx.backbone.family}.py", f"{folder}/__init__.py"]
+
+    def run(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Outcome:
+        src_path, init_path = self.targets(ctx)
+        names: Sequence[str] = ctx.backbone.names
+        init_text = sources.get(init_path)
+        if init_text is not None:
+            exported = exported_names(_parse(init_text, init_path))
+            if exported is None or all(n in exported for n in names):
+                if exported is None and sources.get(src_path) is None:
+                    pass  # a star import alone proves nothing about this backbone: add our file
+                else:
+                    return Outcome(ALREADY, f"{init_path} exports {names[0]}")
+        changes = {}
+        existing = sources.get(src_path)
+        if existing is None:
+            changes[src_path] = template_text(ctx)
+        elif existing != template_text(ctx):
+            missing = [n for n in names if n not in defined_names(_parse(existing, src_path))]
+            if missing:
+                raise RecipeError(
+                    f"{src_path} exists and does not define {', '.join(missing)}; "
+                    "rename your file or remove it, then apply again"
+                )
+        line = f"from .{ctx.backbone.family} import {', '.join(names)}\n"
+        if init_text is None:
+            changes[init_path] = f"{MARK} backbones added by mbpatch; each line imports one template's names\n" + line
+        else:
+            changes[init_path] = init_text + ("" if init_text.endswith("\n") or not init_text else "\n") + line
+        kept = "" if src_path in changes else " (kept the existing source file)"
+        return Outcome(APPLIED, f"{names[0]} exported from {_folder(ctx)}{kept}", changes)

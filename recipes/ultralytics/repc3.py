@@ -1,0 +1,64 @@
+"""repc3 — `RepC3.cv1` and `cv2` output the hidden width `c_` (tutorial step "fix RepC3").
+
+Target: `ultralytics/nn/modules/block.py` `class RepC3` (8.0.98+). Up to 8.3.37 both convolutions output
+`c2`, which only works while `e = 1.0` (`c_ == c2`); the lighter RT-DETR neck of the MobileNetV4 tutorial
+passes `e = 0.5` and then fails with a channel mismatch. 8.3.38 fixed it upstream.
+
+Edit: in `RepC3.__init__`, the second argument of `self.cv1 = Conv(c1, X, 1, 1)` and of `self.cv2 = ...`
+becomes `c_` where it is `c2`.
+Already applied: both already read `c_` (upstream from 8.3.38, or by hand).
+Not needed: releases without RepC3 (before 8.0.98) and archs other than rtdetr.
+
+VALID:   self.cv1 = Conv(c1, c_, 1, 1)
+INVALID: self.cv1 = Conv(c1, c2, 1, 1)
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
+from ..cst_anchors import class_def, methods
+
+
+def _conv_assign(attr: str):
+    return m.Assign(
+        targets=[m.AssignTarget(m.Attribute(value=m.Name("self"), attr=m.Name(attr)))],
+        value=m.Call(func=m.Name("Conv")),
+    )
+
+
+class RepC3Hidden(ModuleRecipe):
+    name = "repc3"
+    step = "RepC3: cv1 and cv2 output the hidden width c_ (so e=0.5 builds)"
+    role = "block"
+
+    def applies(self, ctx: Context):
+        return None if ctx.arch == "rtdetr" else f"only for --arch rtdetr (this is {ctx.arch})"
+
+    def transform(self, module: cst.Module, ctx: Context):
+        cls = class_def(module, "RepC3")
+        if cls is None:
+            return module, NOT_NEEDED, "this release has no RepC3"
+        init = [fn for fn in methods(cls) if fn.name.value == "__init__"]
+        if not init:
+            raise RecipeError("RepC3 has no __init__; restore it")
+        fixed, edits = init[0], 0
+        for attr in ("cv1", "cv2"):
+            found = m.findall(fixed, _conv_assign(attr))
+            if len(found) != 1 or len(found[0].value.args) < 2:
+                raise RecipeError(f"RepC3.__init__ has no `self.{attr} = Conv(c1, ..., 1, 1)`; fix it by hand")
+            call = found[0].value
+            second = call.args[1].value
+            if m.matches(second, m.Name("c_")):
+                continue
+            if not m.matches(second, m.Name("c2")):
+                raise RecipeError(f"RepC3.{attr} outputs `{cst.Module([]).code_for_node(second)}`, expected c2 or c_")
+            args = list(call.args)
+            args[1] = args[1].with_changes(value=cst.Name("c_"))
+            fixed = fixed.deep_replace(call, call.with_changes(args=args))
+            edits += 1
+        if not edits:
+            return module, ALREADY, "cv1 and cv2 already output c_"
+        return module.deep_replace(init[0], fixed), APPLIED, "cv1/cv2 output c_"

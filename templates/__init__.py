@@ -1,0 +1,78 @@
+"""The backbone catalogue: which template file holds each backbone and the names a model yaml may use.
+
+The template files beside this one (`mobilenetv2.py`, `mobilenetv4.py`, `repvit.py`) are copied verbatim
+into the user's checkout; they import only torch. This table is the only place that says which names each
+file exports, so the recipes that register a backbone never have to read the template source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+TEMPLATE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Backbone:
+    id: str  # the catalogue id, what `--backbone` takes
+    family: str  # template file stem
+    cls: str  # the class the template defines for this network
+    aliases: Tuple[str, ...]  # other names the tutorials' yaml files use for the same network
+    channels: Tuple[int, int, int, int]  # output channels at strides 4, 8, 16, 32
+    reference: str  # timm model of the same network (parameter count and weights are checked against it)
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Every name a yaml file may use for this backbone, class name first."""
+        seen = []
+        for name in (self.cls, self.id, *self.aliases):
+            if name not in seen:
+                seen.append(name)
+        return tuple(seen)
+
+    @property
+    def template(self) -> Path:
+        return TEMPLATE_DIR / f"{self.family}.py"
+
+    def source(self) -> str:
+        return self.template.read_text(encoding="utf-8")
+
+
+def _bb(id, family, cls, channels, reference=None, aliases=()):
+    return Backbone(id, family, cls, tuple(aliases), tuple(channels), reference or id)
+
+
+# id, template, class, (s4, s8, s16, s32) channels, timm reference, tutorial aliases
+CATALOG: Dict[str, Backbone] = {
+    b.id: b
+    for b in (
+        _bb("mobilenetv2", "mobilenetv2", "MobileNetV2", (24, 32, 96, 320), "mobilenetv2_100"),
+        _bb("mobilenetv4_small", "mobilenetv4", "MobileNetV4ConvSmall", (32, 64, 96, 128), "mobilenetv4_conv_small"),
+        _bb("mobilenetv4_medium", "mobilenetv4", "MobileNetV4ConvMedium", (48, 80, 160, 256), "mobilenetv4_conv_medium"),
+        _bb("mobilenetv4_large", "mobilenetv4", "MobileNetV4ConvLarge", (48, 96, 192, 512), "mobilenetv4_conv_large"),
+        _bb("mobilenetv4_hybrid_medium", "mobilenetv4", "MobileNetV4HybridMedium", (48, 80, 160, 256)),
+        _bb("mobilenetv4_hybrid_large", "mobilenetv4", "MobileNetV4HybridLarge", (48, 96, 192, 512)),
+        _bb("repvit_m1", "repvit", "RepViTM1", (48, 96, 192, 384)),
+        _bb("repvit_m2", "repvit", "RepViTM2", (64, 128, 256, 512)),
+        _bb("repvit_m3", "repvit", "RepViTM3", (64, 128, 256, 512)),
+        _bb("repvit_m0_9", "repvit", "RepViTM0_9", (48, 96, 192, 384)),
+        _bb("repvit_m1_0", "repvit", "RepViTM1_0", (56, 112, 224, 448)),
+        _bb("repvit_m1_1", "repvit", "RepViTM1_1", (64, 128, 256, 512)),
+        _bb("repvit_m1_5", "repvit", "RepViTM1_5", (64, 128, 256, 512)),
+        _bb("repvit_m2_3", "repvit", "RepViTM2_3", (80, 160, 320, 640)),
+    )
+}
+
+# Backbones whose template exists in this release of mbpatch (the others are listed but refused).
+AVAILABLE = {b for b in CATALOG if CATALOG[b].template.exists()}
+
+
+def lookup(name: str) -> Optional[Backbone]:
+    """Find a backbone by id, class name or tutorial alias, case-insensitively."""
+    key = name.strip().lower().replace("-", "_")
+    for backbone in CATALOG.values():
+        if key in (n.lower() for n in backbone.names):
+            return backbone
+    return None
