@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import click
+from rich.markup import escape
 
 from . import MbpatchError, __version__, engine, report
 from .checkout import Checkout, detect
@@ -30,7 +31,7 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
     if as_json:
         report.dump({"ok": False, "error": str(e), "file": e.file, "step": e.step})
     else:
-        report.err.print(f"[bold red]mbpatch:[/] {e.line()}")
+        report.err.print(f"[bold red]mbpatch:[/] {escape(e.line())}", soft_wrap=True)
     sys.exit(e.exit_code)
 
 
@@ -169,7 +170,7 @@ def revert(repo, force, dry_run, as_json):
                     for rel, data in rp.restore.items():
                         report.console.print(f"would {'delete' if data is None else 'restore'} {rel}")
                     if rp.edited:
-                        report.console.print(f"[yellow]edited since apply:[/] {', '.join(rp.edited)} (needs --force)")
+                        report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.edited))} (needs --force)")
                 return
             saved = engine.revert(co.root, rp, force=force)
         doc = dict(ok=True, restored=sorted(rp.restore), entries=rp.entries, saved=str(saved) if saved else None)

@@ -7,6 +7,7 @@ import sys
 from typing import Dict, List
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -24,7 +25,7 @@ def steps_table(steps, title: str) -> Table:
     t.add_column("status", no_wrap=True)
     t.add_column("detail", overflow="fold")
     for s in steps:
-        t.add_row(s.recipe, f"[{STYLE.get(s.status, '')}]{s.status}[/]", s.detail)
+        t.add_row(s.recipe, f"[{STYLE.get(s.status, '')}]{s.status}[/]", escape(s.detail))
     return t
 
 
@@ -43,17 +44,17 @@ def _fmt(v, kind):
 
 def verification(result: Dict, yaml_path: str, snippet: str) -> None:
     if not result.get("ok"):
-        err.print(f"[bold red]verification failed:[/] {result.get('error')}")
+        err.print(f"[bold red]verification failed:[/] {escape(str(result.get('error')))}", soft_wrap=True)
         tb = result.get("traceback")
         if tb:
-            err.print(tb.rstrip().splitlines()[-8:] and "\n".join(tb.rstrip().splitlines()[-8:]))
+            err.print(escape("\n".join(tb.rstrip().splitlines()[-8:])), soft_wrap=True)
         return
     patched, stock = result["patched"], result["stock"]
     t = Table(title=f"patched model ({yaml_path})", title_justify="left")
     for col, just in (("", "right"), ("from", "right"), ("n", "right"), ("params", "right"), ("module", "left"), ("arguments", "left")):
         t.add_column(col, justify=just, overflow="fold")
     for r in patched["summary"]:
-        t.add_row(str(r["i"]), str(r["from"]), str(r["n"]), f"{r['params']:,}", r["module"], r["args"])
+        t.add_row(str(r["i"]), escape(str(r["from"])), str(r["n"]), f"{r['params']:,}", r["module"], escape(r["args"]))
     console.print(t)
     c = Table(title="stock vs patched", title_justify="left")
     for col in ("", "stock", "patched", "change"):

@@ -20,6 +20,24 @@ NOT_NEEDED = "not needed"
 FAILED = "failed"
 
 
+_PARSED: Dict[str, cst.Module] = {}
+
+
+def parse(text: str) -> cst.Module:
+    """libcst parse, memoised on the text: recipes that edit the same file in turn parse it once."""
+    module = _PARSED.get(text)
+    if module is None:
+        module = cst.parse_module(text)
+        remember(module, text)
+    return module
+
+
+def remember(module: cst.Module, code: str) -> None:
+    while len(_PARSED) >= 16:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[code] = module
+
+
 class RecipeError(Exception):
     """The recipe cannot place its change; the message says what it looked for and what to do."""
 
@@ -83,12 +101,15 @@ class ModuleRecipe(Recipe):
         if path is None or sources.get(path) is None:
             return Outcome(NOT_NEEDED, "this release has no such file")
         try:
-            module = cst.parse_module(sources[path])
+            module = parse(sources[path])
         except cst.ParserSyntaxError as e:
             raise RecipeError(f"syntax error at line {e.raw_line}: fix the file first ({e.message})") from None
         new, status, detail = self.transform(module, ctx)
-        if status == APPLIED and new.code != sources[path]:
-            return Outcome(APPLIED, detail, {path: new.code})
+        if status == APPLIED:
+            code = new.code
+            if code != sources[path]:
+                remember(new, code)
+                return Outcome(APPLIED, detail, {path: code})
         return Outcome(status, detail)
 
     def transform(self, module: cst.Module, ctx: Context) -> Tuple[cst.Module, str, str]:

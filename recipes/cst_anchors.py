@@ -79,6 +79,12 @@ def top_level_if(body: Sequence[cst.CSTNode], test: m.BaseMatcherNode) -> List[c
     return [s for s in body if isinstance(s, cst.If) and m.matches(s.test, test)]
 
 
+def replace_within(module: cst.Module, top: cst.CSTNode, old: cst.CSTNode, new: cst.CSTNode) -> cst.Module:
+    """Replace `old` (found inside the top-level statement `top`) without re-cloning the whole module."""
+    new_top = new if top is old else top.deep_replace(old, new)
+    return module.with_changes(body=tuple(new_top if s is top else s for s in module.body))
+
+
 def stmt(code: str) -> cst.BaseStatement:
     return cst.parse_statement(code)
 

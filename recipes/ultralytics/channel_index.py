@@ -50,6 +50,7 @@ from ..cst_anchors import (
     isinstance_test,
     module_function,
     parse_model_loop,
+    replace_within,
     stmt,
     wrap_in_else,
 )
@@ -127,4 +128,4 @@ class ChannelIndex(ModuleRecipe):
         if not done:
             return module, ALREADY, "backbone module, i + 4 index and five-slot ch present"
         new_loop = loop.with_changes(body=loop.body.with_changes(body=tuple(body)))
-        return module.deep_replace(loop, new_loop), APPLIED, "added " + ", ".join(done)
+        return replace_within(module, fn, loop, new_loop), APPLIED, "added " + ", ".join(done)

@@ -21,7 +21,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import MARK, module_function
+from ..cst_anchors import MARK, module_function, replace_within
 
 _STRIDE = m.Assign(targets=[m.AssignTarget(m.Name("stride"))])
 _FULL_SIZE = m.Tuple(elements=[m.ZeroOrMore(), m.StarredElement(m.Name("imgsz")), m.ZeroOrMore()])
@@ -41,7 +41,7 @@ class FlopsStride(ModuleRecipe):
             raise RecipeError("get_flops has no `stride = ...` and no full-size input; edit it by hand")
         if all(m.matches(a.value, m.Integer("640")) for a in found):
             return module, ALREADY, "stride = 640"
-        new = module
+        new = fn
         for assign in found:
             new = new.deep_replace(assign, assign.with_changes(value=cst.Integer("640")))
         # say why, on the line itself
@@ -50,4 +50,4 @@ class FlopsStride(ModuleRecipe):
             whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK} profile at 640, not the 32x32 stride")
         )
         new = new.deep_replace(line, line.with_changes(trailing_whitespace=comment))
-        return new, APPLIED, "stride = 640"
+        return replace_within(module, fn, fn, new), APPLIED, "stride = 640"

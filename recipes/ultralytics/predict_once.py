@@ -24,7 +24,7 @@ from __future__ import annotations
 import libcst as cst
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import class_def, forward_loop, loop_is_backbone_aware, make_loop_backbone_aware, methods
+from ..cst_anchors import class_def, forward_loop, loop_is_backbone_aware, make_loop_backbone_aware, methods, replace_within
 
 
 class PredictOnce(ModuleRecipe):
@@ -42,4 +42,4 @@ class PredictOnce(ModuleRecipe):
         loop = loops[0]
         if loop_is_backbone_aware(loop):
             return module, ALREADY, "forward loop handles backbone lists"
-        return module.deep_replace(loop, make_loop_backbone_aware(loop)), APPLIED, "backbone branch in the forward loop"
+        return replace_within(module, cls, loop, make_loop_backbone_aware(loop)), APPLIED, "backbone branch in the forward loop"

@@ -39,7 +39,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import MARK, find_index, is_assign_to, module_function, parse_model_loop, stmt
+from ..cst_anchors import MARK, find_index, is_assign_to, module_function, parse_model_loop, replace_within, stmt
 
 
 def _addmodules_import(node: cst.CSTNode) -> bool:
@@ -188,5 +188,5 @@ class Register(ModuleRecipe):
         loop = loop.with_changes(body=loop.body.with_changes(body=tuple(loop_body)))
         fn_body[k_loop] = loop
         new_fn = fn.with_changes(body=fn.body.with_changes(body=tuple(fn_body)))
-        module = module.deep_replace(fn, new_fn)
+        module = replace_within(module, fn, fn, new_fn)
         return module, APPLIED, "added " + "; ".join(done)

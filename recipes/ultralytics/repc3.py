@@ -19,7 +19,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import class_def, methods
+from ..cst_anchors import class_def, methods, replace_within
 
 
 def _conv_assign(attr: str):
@@ -61,4 +61,4 @@ class RepC3Hidden(ModuleRecipe):
             edits += 1
         if not edits:
             return module, ALREADY, "cv1 and cv2 already output c_"
-        return module.deep_replace(init[0], fixed), APPLIED, "cv1/cv2 output c_"
+        return replace_within(module, cls, init[0], fixed), APPLIED, "cv1/cv2 output c_"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import libcst as cst
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import class_def, forward_loop, loop_is_backbone_aware, make_loop_backbone_aware, methods
+from ..cst_anchors import class_def, forward_loop, loop_is_backbone_aware, make_loop_backbone_aware, methods, replace_within
 
 
 class RtdetrPredict(ModuleRecipe):
@@ -34,4 +34,4 @@ class RtdetrPredict(ModuleRecipe):
             raise RecipeError("RTDETRDetectionModel.predict has no `for m in self.model[:-1]:` loop; restore it")
         if loop_is_backbone_aware(loop):
             return module, ALREADY, "RT-DETR forward loop handles backbone lists"
-        return module.deep_replace(loop, make_loop_backbone_aware(loop)), APPLIED, "backbone branch in RT-DETR's loop"
+        return replace_within(module, cls, loop, make_loop_backbone_aware(loop)), APPLIED, "backbone branch in RT-DETR's loop"

@@ -1,0 +1,84 @@
+"""Shared fixtures: real Ultralytics / YOLOv5 sources, downloaded once into a cache outside the repo.
+
+`pip download --no-deps ultralytics==V` gives the wheel; its `ultralytics/` folder is what a checkout holds.
+The cache is `$MBPATCH_CACHE` (default `~/.cache/mbpatch`), so a clean clone re-uses earlier downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("MBPATCH_CACHE", Path.home() / ".cache" / "mbpatch"))
+
+
+def wheel(dist: str, version: str) -> Path:
+    """The cached wheel (or sdist) of dist==version, downloaded with pip when missing."""
+    folder = CACHE / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = dist.replace("-", "_")
+    for pattern in (f"{stem}-{version}-*.whl", f"{dist}-{version}-*.whl", f"{stem}-{version}.tar.gz"):
+        hits = sorted(folder.glob(pattern))
+        if hits:
+            return hits[0]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{dist}=={version}", "-d", str(folder)],
+        check=True,
+    )
+    return wheel(dist, version)
+
+
+def unpacked(dist: str, version: str, package: str) -> Path:
+    """A read-only-by-convention unpacked copy of the wheel's `package/` folder; returns its parent."""
+    dest = CACHE / "src" / f"{dist}-{version}"
+    if not (dest / package).is_dir():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(wheel(dist, version)) as z:
+            for name in z.namelist():
+                if name.startswith(package + "/"):
+                    z.extract(name, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest
+
+
+def tree_digest(root: Path) -> dict:
+    """path -> sha256 of every file under root, ignoring Python bytecode caches."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def ultralytics_checkout(tmp_path):
+    """Factory: a fresh, writable copy of Ultralytics V's sources (a checkout root holding `ultralytics/`)."""
+
+    def make(version: str) -> Path:
+        src = unpacked("ultralytics", version, "ultralytics")
+        dst = tmp_path / f"ultralytics-{version}"
+        shutil.copytree(src, dst)
+        return dst
+
+    return make
+
+
+def run_cli(*args, check=None, env=None):
+    """Run `python -m mbpatch ...` as a user would; returns the CompletedProcess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbpatch", *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )
+    if check is not None and proc.returncode != check:
+        raise AssertionError(f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
