@@ -35,13 +35,16 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
     sys.exit(e.exit_code)
 
 
-def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool) -> Context:
+def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool,
+                 style: str = "backbone") -> Context:
     bb = lookup(backbone)
     if bb is None:
         known = ", ".join(sorted(CATALOG))
-        raise MbpatchError(f"unknown backbone '{backbone}'; choose one of: {known}", step="backbone")
+        raise MbpatchError(f"unknown --backbone '{backbone}'; choose one of: {known}", file=str(co.root), step="backbone")
     if bb.id not in AVAILABLE:
-        raise MbpatchError(f"backbone '{bb.id}' has no template in mbpatch {__version__} yet", step="backbone")
+        raise MbpatchError(f"backbone '{bb.id}' has no template in mbpatch {__version__} yet", file=str(co.root), step="backbone")
+    if arch not in ALL_ARCHS:
+        raise MbpatchError(f"unknown --arch '{arch}'; choose one of: {', '.join(ALL_ARCHS)}", file=str(co.root), step="arch")
     archs = kind_recipes(co.kind).ARCHS
     if arch not in archs:
         raise MbpatchError(
@@ -49,10 +52,17 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
             file=str(co.root), step="arch",
         )
     if nc < 1:
-        raise MbpatchError("--nc must be at least 1", step="nc")
+        raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
+    if style != "backbone" and co.kind != "yolov5":
+        raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
+                           file=str(co.root), step="style")
     ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off)
+    ctx.style = style  # yolov5: "backbone" (layer 0) or "blocks" (MobileNetV2 inverted-residual layers)
     verify_target(ctx)  # refuses up front an arch this release lacks (rtdetr before 8.0.111, yolo11 before 8.3.0)
     return ctx
+
+
+ALL_ARCHS = ("rtdetr", "yolov8", "yolo11", "yolov5")
 
 
 def verify_target(ctx: Context) -> Target:
@@ -99,23 +109,26 @@ def main():
 @main.command()
 @click.option("--repo", required=True, help="the checkout: repo root or its ultralytics/ package folder")
 @click.option("--backbone", required=True, help="catalogue id or tutorial class name (see `mbpatch list`)")
-@click.option("--arch", required=True, type=click.Choice(["rtdetr", "yolov8", "yolo11", "yolov5"], case_sensitive=False))
+@click.option("--arch", required=True, help="rtdetr, yolov8 or yolo11 (Ultralytics); yolov5 (YOLOv5)")
 @click.option("--nc", default=80, show_default=True, help="number of classes in the generated yaml")
 @click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")), help="yolov8/yolo11/yolov5 scale")
 @click.option("--head", default="stock", show_default=True, type=click.Choice(["stock", "light"]),
               help="rtdetr neck: stock rtdetr-l, or the MobileNetV4 tutorial's light one (RepC3 e=0.5, 3 decoder layers)")
 @click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
+@click.option("--style", default="backbone", show_default=True, type=click.Choice(["backbone", "blocks"]),
+              help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
 @click.option("--python", "python", default=None, help="interpreter that builds the model (default: this one)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, nc, scale, head, rect_off, dry_run, no_verify, python, as_json):
+def apply(repo, backbone, arch, nc, scale, head, rect_off, style, dry_run, no_verify, python, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     try:
         co = detect(repo)
-        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off)
+        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style)
         recipes = kind_recipes(co.kind).RECIPES
         with engine.Lock(co.root):
+            Journal(co.root).load()  # refuse up front a journal we cannot extend (corrupted, or from a newer mbpatch)
             p = engine.plan(ctx, recipes)
             doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
                        dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
@@ -128,7 +141,7 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, dry_run, no_verify, p
                 else:
                     report.dump(doc)
                 return
-            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head,
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head, style=style,
                         recipes={s.recipe: s.status for s in p.steps})
             engine.write(p, meta)
         if not as_json:
@@ -141,6 +154,12 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, dry_run, no_verify, p
         sys.exit(code)
     except MbpatchError as e:
         _fail(e, as_json)
+
+
+def _leftovers(root: Path) -> bool:
+    """Anything an apply killed before its journal existed may have left: .mbpatch/ (beyond --force copies)."""
+    folder = root / ".mbpatch"
+    return folder.is_dir() and any(not c.name.startswith("edited-") for c in folder.iterdir())
 
 
 def _co_json(co: Checkout) -> Dict:
@@ -156,11 +175,19 @@ def revert(repo, force, dry_run, as_json):
     """Give back the exact bytes the checkout had before mbpatch."""
     try:
         co = detect(repo)
-        if not Journal(co.root).exists():
+        journal = Journal(co.root)
+        if not journal.exists() and not _leftovers(co.root):
             msg = "no mbpatch journal here: nothing to revert"
             report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
             return
         with engine.Lock(co.root):
+            if not journal.exists():  # an apply killed before its journal was written: it changed no file
+                if not dry_run:
+                    journal.remove(keep_edited=True)
+                msg = ("no mbpatch journal here, only what an interrupted apply left in .mbpatch/ before it changed "
+                       "any file" + ("; it would be removed" if dry_run else "; removed it"))
+                report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
+                return
             rp = engine.plan_revert(co.root)
             if dry_run:
                 doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited)
@@ -199,11 +226,12 @@ def verify(repo, model_yaml, python, as_json):
         if model_yaml is None and not entries:
             raise MbpatchError("nothing applied here yet and no --model given", file=str(co.root), step="verify")
         last = entries[-1] if entries else {}
-        ctx = make_context(co, last.get("backbone", "mobilenetv2"), last.get("arch", _arch_of(model_yaml)),
-                           int(last.get("nc", 80)), last.get("scale", "n"), last.get("head", "stock"), False)
+        ctx = make_context(co, last.get("backbone", "mobilenetv2"), last.get("arch", _arch_of(model_yaml, co.kind)),
+                           int(last.get("nc", 80)), last.get("scale", "n"), last.get("head", "stock"), False,
+                           last.get("style", "backbone"))
         doc: Dict = dict(ok=True, command="verify")
         if model_yaml:
-            ctx.arch = _arch_of(model_yaml)
+            ctx.arch = _arch_of(model_yaml, co.kind)
             target = verify_target(ctx)
             target.patched = Path(model_yaml).resolve()
             result = run_verify(target, python)
@@ -221,7 +249,9 @@ def verify(repo, model_yaml, python, as_json):
         _fail(e, as_json)
 
 
-def _arch_of(model_yaml: Optional[str]) -> str:
+def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> str:
+    if kind == "yolov5":  # one arch
+        return "yolov5"
     text = Path(model_yaml).read_text(encoding="utf-8") if model_yaml and Path(model_yaml).is_file() else ""
     if "RTDETRDecoder" in text:
         return "rtdetr"

@@ -8,15 +8,21 @@ none (a failed write rolls back the ones already written).
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None
+
 from . import MbpatchError
 from .checkout import Checkout
-from .journal import Journal, _hook, atomic_write, sha256
+from .journal import TMP_SUFFIX, Journal, _hook, atomic_write, sha256
 from .recipes import ALREADY, APPLIED, NOT_NEEDED, Context, Recipe, RecipeError
 
 
@@ -66,6 +72,14 @@ def _inside(co: Checkout, rel: str) -> Path:
     return co.root / rel
 
 
+def _blame(e: RecipeError, targets: List[str], default: str) -> str:
+    """The file a recipe's refusal is about: its own `file` if it says, else the target its message names."""
+    named = getattr(e, "file", None) or [t for t in sorted(targets, key=len, reverse=True) if t in str(e)]
+    if isinstance(named, str):
+        return named
+    return named[0] if named else (targets[0] if targets else default)
+
+
 def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
     co: Checkout = ctx.checkout
     originals: Dict[str, Optional[bytes]] = {}
@@ -89,7 +103,7 @@ def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
         try:
             outcome = recipe.run(ctx, dict(texts))
         except RecipeError as e:
-            raise MbpatchError(str(e), file=targets[0] if targets else str(co.root), step=recipe.name) from None
+            raise MbpatchError(str(e), file=_blame(e, targets, str(co.root)), step=recipe.name) from None
         for rel, text in outcome.changes.items():
             _inside(co, rel)
             texts[rel] = text
@@ -108,53 +122,117 @@ def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
 # --- locking -----------------------------------------------------------------------------------------------
 
 
-class Lock:
-    """One mbpatch run per checkout: `<root>/.mbpatch.lock` holds the pid; a stale lock is taken over."""
+LOCK_NAME = ".mbpatch.lock"
 
-    def __init__(self, root: Path, wait: float = 5.0):
-        self.path = root / ".mbpatch.lock"
-        self.wait = wait
+
+class Lock:
+    """One mbpatch run per checkout at a time.
+
+    `<root>/.mbpatch.lock` holds the pid of the run that has it and an exclusive `flock`, which the kernel
+    drops when that process ends in any way (a killed run leaves only an unlocked file, taken over by the
+    next run). A second run waits up to `wait` seconds (default 5, env MBPATCH_LOCK_WAIT), then refuses.
+    """
+
+    def __init__(self, root: Path, wait: Optional[float] = None):
+        self.path = root / LOCK_NAME
+        self.wait = float(os.environ.get("MBPATCH_LOCK_WAIT", "5")) if wait is None else wait
+        self._fd: Optional[int] = None
 
     def __enter__(self):
         deadline = time.monotonic() + self.wait
         while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise MbpatchError(f"cannot create the lock file ({e.strerror}): is the checkout writable?",
+                                   file=str(self.path), step="lock") from None
+            if fcntl is None:  # no flock on this platform: the file alone is the lock (see _excl)
                 os.close(fd)
-                return self
-            except FileExistsError:
-                if self._stale():
-                    self.path.unlink(missing_ok=True)
-                    continue
+                return self._excl(deadline)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
                 if time.monotonic() > deadline:
-                    raise MbpatchError(
-                        "another mbpatch run is working on this checkout; wait for it to finish "
-                        f"(or delete {self.path.name} if no mbpatch is running)",
-                        file=str(self.path),
-                        step="lock",
-                    ) from None
+                    raise self._busy() from None
                 time.sleep(0.1)
-            except PermissionError:
-                raise MbpatchError("the checkout folder is not writable", file=str(self.path.parent), step="lock") from None
+                continue
+            try:  # the holder unlinks the file before it lets go: make sure we locked the current one
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._fd = fd
+            return self
 
-    def _stale(self) -> bool:
-        try:
-            pid = int(self.path.read_text() or "0")
-        except (OSError, ValueError):
-            return True
-        if pid <= 0:
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+    def _busy(self) -> MbpatchError:
+        pid = holder(self.path.parent)
+        who = f"mbpatch run (pid {pid})" if pid else "mbpatch run"
+        return MbpatchError(
+            f"another {who} is working on this checkout; wait for it to finish, then run this command again",
+            file=str(self.path), step="lock",
+        )
+
+    def _excl(self, deadline: float):
+        while True:
+            try:
+                pid = int(self.path.read_text() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid in (0, os.getpid()) or not _alive(pid):
+                self.path.write_text(str(os.getpid()))
+                return self
+            if time.monotonic() > deadline:
+                raise self._busy()
+            time.sleep(0.1)
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder(root: Path) -> Optional[int]:
+    """The pid of the mbpatch run holding the checkout's lock, or None when nobody holds it.
+
+    Only looks: a lock file nobody holds (left by a killed run) is reported as None and left in place.
+    """
+    path = root / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        pid = int(text) if text.isdigit() else 0
+        if fcntl is None:
+            return pid if pid and _alive(pid) else None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return pid or -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -195,25 +273,49 @@ def write(p: Plan, meta: Dict) -> Optional[Dict]:
     try:
         entry = journal.begin(meta, {rel: p.originals.get(rel) for rel in changes}, changes, dirs)
     except OSError as e:
-        raise MbpatchError(f"cannot write the journal ({e.strerror}); nothing was changed",
+        raise MbpatchError(f"cannot write the journal ({e.strerror}); nothing was changed ({_what_to_do(e)})",
                            file=str(journal.file), step="journal") from None
     written: List[str] = []
+    current = ""
     try:
         for d in dirs:
+            current = d
             (co.root / d).mkdir()
         for rel, data in changes.items():
+            current = rel
             _hook("before-write", co.root / rel)
             atomic_write(co.root / rel, data)
             written.append(rel)
             _hook("after-write", co.root / rel)
+        current = str(journal.file)
         journal.finish(entry)
     except OSError as e:
-        bad = rel  # noqa: F821 (the file being written when it failed)
-        _rollback(co, p, written, dirs)
-        journal.drop(entry)
-        raise MbpatchError(f"could not write it ({e.strerror}); every change was rolled back",
-                           file=bad, step=_step_for(p, bad)) from None
+        if current == str(journal.file):  # every file is written; only the "done" mark is missing
+            raise MbpatchError(
+                f"every file was written but the journal could not be updated ({e.strerror}); "
+                "`mbpatch revert` still restores the originals", file=current, step="journal") from None
+        failed = _rollback(co, p, written, dirs)
+        step = _step_for(p, current)
+        if failed:
+            raise MbpatchError(
+                f"could not write it ({e.strerror}), and restoring {', '.join(failed)} failed too; the journal "
+                f"keeps every original: {_what_to_do(e)}, then run `mbpatch revert`", file=current, step=step,
+            ) from None
+        try:
+            journal.drop(entry)
+        except OSError:
+            pass  # the pending entry stays; its files are all original again, `mbpatch revert` clears it
+        raise MbpatchError(f"could not write it ({e.strerror}); every change was rolled back ({_what_to_do(e)}, "
+                           "then apply again)", file=current, step=step) from None
     return entry
+
+
+def _what_to_do(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some disk space"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the file and its folder writable"
+    return "fix the cause"
 
 
 def _step_for(p: Plan, rel: str) -> str:
@@ -223,18 +325,24 @@ def _step_for(p: Plan, rel: str) -> str:
     return "write"
 
 
-def _rollback(co: Checkout, p: Plan, written: List[str], dirs: List[str]) -> None:
+def _rollback(co: Checkout, p: Plan, written: List[str], dirs: List[str]) -> List[str]:
+    """Put back the files already written; returns the ones that could not be restored."""
+    failed = []
     for rel in written:
         before = p.originals.get(rel)
-        if before is None:
-            (co.root / rel).unlink(missing_ok=True)
-        else:
-            atomic_write(co.root / rel, before)
+        try:
+            if before is None:
+                (co.root / rel).unlink(missing_ok=True)
+            else:
+                atomic_write(co.root / rel, before)
+        except OSError:
+            failed.append(rel)
     for d in reversed(dirs):
         try:
             (co.root / d).rmdir()
         except OSError:
             pass
+    return failed
 
 
 # --- revert ------------------------------------------------------------------------------------------------
@@ -285,6 +393,10 @@ def revert(root: Path, rp: RevertPlan, force: bool = False) -> Optional[Path]:
                 step="revert",
             )
         saved = root / ".mbpatch" / time.strftime("edited-%Y%m%d-%H%M%S")
+        n = 1
+        while saved.exists():
+            n += 1
+            saved = saved.with_name(time.strftime("edited-%Y%m%d-%H%M%S") + f"-{n}")
         for rel in rp.edited:
             src = root / rel
             if src.is_file():
@@ -293,6 +405,7 @@ def revert(root: Path, rp: RevertPlan, force: bool = False) -> Optional[Path]:
                 atomic_write(dest, src.read_bytes())
     for rel, data in rp.restore.items():
         path = root / rel
+        path.with_name(f".{path.name}{TMP_SUFFIX}").unlink(missing_ok=True)  # left by a killed apply
         if data is None:
             path.unlink(missing_ok=True)
             for cache in path.parent.glob(f"__pycache__/{path.stem}.*.pyc"):

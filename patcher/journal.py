@@ -12,6 +12,7 @@ file of a pending entry is either still original (sha_before) or already patched
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from . import MbpatchError, __version__
 
 FORMAT = 1
 DIR = ".mbpatch"
+TMP_SUFFIX = ".mbpatch-tmp"  # atomic_write's temp file: `.<name>.mbpatch-tmp` beside the file
 
 
 def sha256(data: Optional[bytes]) -> Optional[str]:
@@ -31,7 +33,7 @@ def sha256(data: Optional[bytes]) -> Optional[str]:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder and rename, keeping the file's permission bits."""
-    tmp = path.with_name(f".{path.name}.mbpatch-tmp")
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     mode = path.stat().st_mode & 0o7777 if path.exists() else None
     try:
         with open(tmp, "wb") as fh:
@@ -48,16 +50,24 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _hook(point: str, path: Path) -> None:
-    """Test hook: MBPATCH_CRASH_AT="<point>:<n>" kills the process at the n-th time `point` is reached."""
+    """Test hook: MBPATCH_CRASH_AT="<point>:<n>" kills the process at the n-th time `point` is reached.
+
+    With a third field, "<point>:<n>:<ERRNO>" (e.g. `before-rename:5:ENOSPC`), the n-th time raises that
+    OSError instead, as a full disk or a read-only file would.
+    """
     spec = os.environ.get("MBPATCH_CRASH_AT")
     if not spec:
         return
-    want, _, count = spec.partition(":")
+    want, _, rest = spec.partition(":")
     if want != point:
         return
+    count, _, err = rest.partition(":")
     n = int(os.environ.get("_MBPATCH_CRASH_SEEN", "0")) + 1
     os.environ["_MBPATCH_CRASH_SEEN"] = str(n)
     if n == int(count or 1):
+        if err:
+            code = getattr(errno, err)
+            raise OSError(code, os.strerror(code), str(path))
         os._exit(99)
 
 
@@ -108,6 +118,20 @@ class Journal:
         """Record a pending entry with the originals of `files` (None = the file is new)."""
         data = self.load()
         entry_id = max([e["id"] for e in data["entries"]], default=0) + 1
+        created = not self.dir.exists()
+        try:
+            self._begin(data, entry_id, meta, files, new, dirs)
+        except OSError:  # nothing of the checkout was touched yet: leave no trace either
+            _rmtree(self.dir / "originals" / str(entry_id))
+            if (self.dir / "originals").is_dir() and not any((self.dir / "originals").iterdir()):
+                (self.dir / "originals").rmdir()
+            if created:
+                self.remove(keep_edited=True)
+            raise
+        return data["entries"][-1]
+
+    def _begin(self, data: Dict, entry_id: int, meta: Dict, files: Dict[str, Optional[bytes]],
+               new: Dict[str, bytes], dirs: List[str]) -> None:
         for rel, before in files.items():
             if before is not None:
                 dest = self.dir / "originals" / str(entry_id) / rel
@@ -128,7 +152,6 @@ class Journal:
         data["entries"].append(entry)
         data["mbpatch"] = __version__
         self._save(data)
-        return entry
 
     def finish(self, entry: Dict) -> None:
         data = self.load()

@@ -28,6 +28,7 @@ class Target:
     scaled: bool
     scale: str
     nc: int
+    kind: str = "ultralytics"  # "yolov5": verify_child builds `<package>.yolo.Model` from the yaml files
 
 
 def run(target: Target, python: Optional[str] = None, timeout: float = 900) -> Dict:
@@ -35,6 +36,8 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900) -> D
         root=str(target.root), package=target.package, model=target.model, stock=str(target.stock),
         patched=str(target.patched), scaled=target.scaled, scale=target.scale, nc=target.nc,
     )
+    if target.kind != "ultralytics":
+        args["kind"] = target.kind
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
     env.pop("PYTHONPATH", None)  # the checkout goes first on sys.path, nothing else ahead of it
     cmd = [python or sys.executable, str(CHILD), json.dumps(args)]

@@ -108,7 +108,104 @@ def _measure(cls, cfg, scale, nc, summary):
     return info
 
 
+def _summary_lines(prefix):
+    """Collect the summary lines YOLOv5's own `model_info` logs ("... summary: N layers, ... GFLOPs")."""
+    import logging
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            try:
+                msg = record.getMessage()
+            except Exception:  # a record we cannot format is not ours
+                return
+            if "summary" in msg.lower() and "layers" in msg:
+                lines.append(msg.strip())
+
+    logger = getattr(sys.modules.get(prefix + "utils.torch_utils"), "LOGGER", None)
+    if isinstance(logger, logging.Logger):
+        logger.addHandler(Keep())
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+    return lines
+
+
+def _measure_yolov5(cls, path, nc, summary, lines):
+    import torch
+
+    t0 = time.perf_counter()
+    seen = len(lines)
+    model = cls(path, ch=3, nc=nc)
+    build_s = time.perf_counter() - t0
+    model.eval()
+    info = {
+        "layers": len(list(model.modules())),
+        "params": sum(p.numel() for p in model.parameters()),
+        "build_s": build_s,
+        "yolov5_summary": lines[-1] if len(lines) > seen else None,
+    }
+    t0 = time.perf_counter()
+    captured = {}
+    hook = model.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", _shapes(out)))
+    with torch.no_grad():
+        gflops, thop_version = _gflops(model, (1, 3, 640, 640))
+        if gflops is None:
+            model(torch.zeros(1, 3, 640, 640))
+        info["gflops"], info["thop"] = gflops, thop_version
+        info["forward"] = {"640x640": captured["out"]}
+        hook.remove()
+        info["forward"]["640x480"] = _shapes(model(torch.zeros(1, 3, 480, 640)))
+        # validation batches are rect (pad 0.5): non-square, long side 672 at imgsz 640
+        info["forward"]["2x672x512"] = _shapes(model(torch.zeros(2, 3, 672, 512)))
+    info["forward_s"] = time.perf_counter() - t0
+    if summary:
+        d = model.yaml
+        rows, depth = d["backbone"] + d["head"], d.get("depth_multiple", 1.0)
+        info["summary"] = [
+            {
+                "i": int(m.i),
+                "from": m.f,
+                "n": (max(round(r[1] * depth), 1) if r[1] > 1 else r[1]),
+                "params": sum(p.numel() for p in m.parameters()),
+                "module": str(getattr(m, "type", type(m).__name__)),
+                "args": str(r[3]),
+            }
+            for m, r in zip(model.model, rows)
+        ]
+    return info
+
+
+def main_yolov5(args):
+    """YOLOv5: `<package>` is `models` (git clone) or `yolov5.models` (PyPI); the model class is `Model`."""
+    import importlib
+    import os
+
+    root = os.path.abspath(args["root"])
+    sys.path.insert(0, root)
+    sys.dont_write_bytecode = True
+    package = args["package"]
+    yolo = importlib.import_module(package + ".yolo")
+    where = os.path.abspath(yolo.__file__)
+    expected = os.path.join(root, *package.split("."), "yolo.py")
+    if os.path.normcase(where) != os.path.normcase(expected):
+        raise RuntimeError(f"`import {package}.yolo` loaded {where}, not the checkout's {expected}")
+    prefix = package[: -len("models")]
+    lines = _summary_lines(prefix)
+    cls = getattr(yolo, args["model"])
+    result = {"python": sys.version.split()[0], "package_file": where}
+    import torch
+
+    torch.manual_seed(0)
+    result["torch"] = torch.__version__
+    result["stock"] = _measure_yolov5(cls, args["stock"], args["nc"], False, lines)
+    result["patched"] = _measure_yolov5(cls, args["patched"], args["nc"], True, lines)
+    return result
+
+
 def main(args):
+    if args.get("kind") == "yolov5":
+        return main_yolov5(args)
     root = args["root"]
     sys.path.insert(0, root)
     sys.dont_write_bytecode = True

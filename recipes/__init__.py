@@ -76,6 +76,11 @@ class Recipe:
     def run(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Outcome:
         raise NotImplementedError
 
+    def inspect(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Optional[Dict[str, bool]]:
+        """For `mbpatch doctor`: which parts of a multi-part step are present ({part: present}), so a step
+        done halfway (by hand, or by an interrupted run) shows as "partial". None: the step has one part."""
+        return None
+
 
 class ModuleRecipe(Recipe):
     """A recipe that edits one existing Python file of the checkout with libcst."""

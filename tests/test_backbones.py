@@ -60,7 +60,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
         for name, p in model.named_parameters():
             if name.endswith("gamma"):  # layer scale, 1e-5 at init would hide its branch
-                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.5)
+                p.copy_(torch.rand(p.shape, generator=g) * 0.2 + 0.1)
     return model
 
 
@@ -249,17 +249,20 @@ def test_forward_non_square_batch2_train_and_eval(bid):
         assert all(torch.isfinite(o).all() for o in outs)
 
 
-@pytest.mark.parametrize("bid", IDS)
+@pytest.mark.parametrize("bid", [b for b in IDS if "hybrid" in b])
 def test_forward_640x480_both_orientations(bid):
-    """The tutorials' hybrid code breaks on 640x480 and on batch > 1; ours must not."""
+    """The tutorials' Mobile MQA code breaks on 640x480 and on batch > 1; ours must not.
+
+    Only the attention (hybrid) networks have size-dependent code; the others get non-square inputs in
+    the test above (smaller, to keep this file fast on a 2-core CPU).
+    """
     model = backbone_cls(bid)()
-    model.train()
-    outs = model(torch.randn(2, 3, 480, 640))
-    assert [tuple(o.shape) for o in outs] == expected_shapes(bid, 2, 480, 640)
-    model.eval()
     with torch.no_grad():
-        outs = model(torch.randn(2, 3, 640, 480))
-    assert [tuple(o.shape) for o in outs] == expected_shapes(bid, 2, 640, 480)
+        for mode, (h, w) in ((True, (480, 640)), (False, (640, 480))):
+            model.train(mode)
+            outs = model(torch.randn(2, 3, h, w))
+            assert [tuple(o.shape) for o in outs] == expected_shapes(bid, 2, h, w)
+            assert all(torch.isfinite(o).all() for o in outs)
 
 
 @pytest.mark.parametrize("bid", IDS)

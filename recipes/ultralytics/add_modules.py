@@ -68,6 +68,15 @@ class AddModules(Recipe):
         folder = _folder(ctx)
         return [f"{folder}/{ctx.backbone.family}.py", f"{folder}/__init__.py"]
 
+    def inspect(self, ctx: Context, sources: Mapping[str, Optional[str]]):
+        src_path, init_path = self.targets(ctx)
+        init_text = sources.get(init_path)
+        exported = exported_names(_parse(init_text, init_path)) if init_text is not None else []
+        return {
+            "source file": sources.get(src_path) is not None,
+            "export": init_text is not None and (exported is None or all(n in exported for n in ctx.backbone.names)),
+        }
+
     def run(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Outcome:
         src_path, init_path = self.targets(ctx)
         names: Sequence[str] = ctx.backbone.names

@@ -98,6 +98,18 @@ class ChannelIndex(ModuleRecipe):
     step = "store layers after the backbone at i + 4 and pad ch to five slots (the m_ ... ch.append block)"
     role = "tasks"
 
+    def inspect(self, ctx: Context, sources):
+        text = sources.get(self.target(ctx) or "")
+        if text is None:
+            return None
+        _, loop = parse_model_loop(module_function(cst.parse_module(text), "parse_model"))
+        body = list(loop.body.body)
+        return {
+            "backbone module": any(_builds_m_(s) for s in body),
+            "i + 4 index": _index_done(body),
+            "five-slot ch": find_index(body, is_call_stmt("ch", "append")) < 0,
+        }
+
     def transform(self, module: cst.Module, ctx: Context):
         fn = module_function(module, "parse_model")
         k_loop, loop = parse_model_loop(fn)

@@ -41,13 +41,13 @@ class FlopsStride(ModuleRecipe):
             raise RecipeError("get_flops has no `stride = ...` and no full-size input; edit it by hand")
         if all(m.matches(a.value, m.Integer("640")) for a in found):
             return module, ALREADY, "stride = 640"
-        new = fn
-        for assign in found:
-            new = new.deep_replace(assign, assign.with_changes(value=cst.Integer("640")))
         # say why, on the line itself
-        line = [s for s in m.findall(new, m.SimpleStatementLine(body=[_STRIDE]))][0]
         comment = cst.TrailingWhitespace(
             whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK} profile at 640, not the 32x32 stride")
         )
-        new = new.deep_replace(line, line.with_changes(trailing_whitespace=comment))
+
+        def fix(line, _):
+            return line.with_changes(body=[line.body[0].with_changes(value=cst.Integer("640"))], trailing_whitespace=comment)
+
+        new = m.replace(fn, m.SimpleStatementLine(body=[_STRIDE]), fix)
         return replace_within(module, fn, fn, new), APPLIED, "stride = 640"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
+from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe
 
 _RECT = m.Arg(keyword=m.Name("rect"))
 
@@ -41,10 +41,9 @@ class RectOff(ModuleRecipe):
         if not live:
             if any(m.matches(a.value, m.Name("False")) for a in args):
                 return module, ALREADY, "rect=False"
-            if not args:
-                return module, NOT_NEEDED, "this release passes no rect argument"
-            raise RecipeError("no `rect=... mode ...` argument in the detect trainer; edit it by hand")
-        new = module
-        for a in live:
-            new = new.deep_replace(a, a.with_changes(value=cst.Name("False")))
+            # 8.0.0/8.0.6: validation is never rect; rect follows the `rect` training argument alone
+            return module, NOT_NEEDED, "this release uses rect only when you pass rect=True"
+        mentions_mode = m.MatchIfTrue(lambda v: bool(m.findall(v, m.Name("mode"))))
+        new = m.replace(module, m.Arg(keyword=m.Name("rect"), value=mentions_mode),
+                        lambda node, _: node.with_changes(value=cst.Name("False")))
         return new, APPLIED, f"rect=False ({len(live)} call{'s' if len(live) > 1 else ''})"

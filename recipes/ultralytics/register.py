@@ -129,6 +129,22 @@ class Register(ModuleRecipe):
     step = "import the backbone into tasks.py and add its parse_model branch (backbone = True, c2 = width_list)"
     role = "tasks"
 
+    def inspect(self, ctx: Context, sources):
+        text = sources.get(self.target(ctx) or "")
+        if text is None:
+            return None
+        module = cst.parse_module(text)
+        fn = module_function(module, "parse_model")
+        k_loop, loop = parse_model_loop(fn)
+        body = list(loop.body.body)
+        t_m = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name("t"))], value=m.Name("m"))])
+        return {
+            "import": any(_addmodules_import(s) for s in module.body),
+            "flag": any(is_assign_to("backbone")(s) for s in fn.body.body[:k_loop]),
+            "t = m": any(m.matches(s, t_m) for s in body),
+            "branch": any(_sets_backbone(b) for b in _chain_branches(body[_chain_start(body)])),
+        }
+
     def transform(self, module: cst.Module, ctx: Context):
         names = list(ctx.backbone.names)
         done: List[str] = []

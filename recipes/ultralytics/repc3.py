@@ -37,6 +37,14 @@ class RepC3Hidden(ModuleRecipe):
     def applies(self, ctx: Context):
         return None if ctx.arch == "rtdetr" else f"only for --arch rtdetr (this is {ctx.arch})"
 
+    def inspect(self, ctx: Context, sources):
+        text = sources.get(self.target(ctx) or "")
+        cls = class_def(cst.parse_module(text), "RepC3") if text is not None else None
+        if cls is None:
+            return None
+        return {attr: any(len(a.value.args) > 1 and m.matches(a.value.args[1].value, m.Name("c_"))
+                          for a in m.findall(cls, _conv_assign(attr))) for attr in ("cv1", "cv2")}
+
     def transform(self, module: cst.Module, ctx: Context):
         cls = class_def(module, "RepC3")
         if cls is None:

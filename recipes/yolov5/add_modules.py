@@ -1,0 +1,67 @@
+"""add_modules — put the backbone source next to yolo.py (tutorial step "add the backbone file under models/").
+
+Target (new file): `models/<family>.py` of the checkout (`yolov5/models/<family>.py` in the PyPI package),
+the template copied verbatim under a one-line header. YOLOv5 has no `AddModules` package: the tutorials
+add one file beside `models/common.py`, and the register step imports it into `models/yolo.py`.
+Why not append to `common.py`: that works only through the star import (v7.0 and earlier); later master
+imports a fixed list of names from `models.common`, so a class added there is never found.
+
+Versions: every layout and version (the `models/` folder is always there).
+Already applied: the file exists with our text, or a file of that name (yours, written following a
+tutorial) defines every name of the backbone; it is kept, never overwritten.
+Refused: a file of that name exists and does not define the backbone's names.
+
+VALID (after): models/repvit.py starts with `# mbpatch: backbone source from the mbpatch template 'repvit'`
+INVALID: no models/repvit.py, so `from models.repvit import RepViTM1` fails.
+"""
+
+from __future__ import annotations
+
+from typing import List, Mapping, Optional, Sequence
+
+import libcst as cst
+
+from .. import ALREADY, APPLIED, NOT_NEEDED, Context, Outcome, Recipe, RecipeError
+from ..cst_anchors import MARK
+from ..ultralytics.add_modules import defined_names
+from .layout import BACKBONE, not_this_style
+
+HEADER = "# {mark} {what} from the mbpatch template '{family}'. This file is yours to edit.\n"
+
+
+def source_file(path: str, text: str, names: Sequence[str], sources: Mapping[str, Optional[str]]) -> Outcome:
+    """Write `text` at `path` unless that file is already there (ours, or one defining every name)."""
+    existing = sources.get(path)
+    if existing is None:
+        return Outcome(APPLIED, f"wrote {path}", {path: text})
+    if existing == text:
+        return Outcome(ALREADY, f"{path} is mbpatch's")
+    try:
+        defined = defined_names(cst.parse_module(existing))
+    except cst.ParserSyntaxError as e:
+        raise RecipeError(f"{path} exists and has a syntax error at line {e.raw_line}; fix or remove it") from None
+    missing = [n for n in names if n not in defined]
+    if missing:
+        raise RecipeError(
+            f"{path} exists and does not define {', '.join(missing)}; rename or remove your file, then apply again"
+        )
+    return Outcome(ALREADY, f"{path} exists and defines {', '.join(names)} (kept)")
+
+
+class AddModules(Recipe):
+    name = "add_modules"
+    step = "add the backbone source file under models/ (next to yolo.py)"
+    kinds = ("yolov5",)
+
+    def targets(self, ctx: Context) -> List[str]:
+        if not_this_style(ctx, BACKBONE):
+            return []
+        return [f"{ctx.checkout.files['models_dir']}/{ctx.backbone.family}.py"]
+
+    def run(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Outcome:
+        reason = not_this_style(ctx, BACKBONE)
+        if reason:
+            return Outcome(NOT_NEEDED, reason)
+        (path,) = self.targets(ctx)
+        text = HEADER.format(mark=MARK, what="backbone source", family=ctx.backbone.family) + ctx.backbone.source()
+        return source_file(path, text, ctx.backbone.names, sources)

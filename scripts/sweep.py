@@ -1,0 +1,316 @@
+#!/usr/bin/env python
+"""Sweep Ultralytics releases: apply -> build -> forward -> revert, per arch, and write the compatibility table.
+
+For each release: `pip download --no-deps ultralytics==V` into the wheel cache (the same one the tests use),
+unpack its `ultralytics/` folder as a checkout, and for each arch:
+
+    mbpatch apply --no-verify   exit 0: patched; exit 2: refused (must have changed zero bytes)
+    mbpatch verify              builds the stock and the patched model, forward passes at 640x640 and 640x480
+    mbpatch revert              must give back the exact bytes (sha256 of every file compared)
+
+A release passes an arch when all three hold; it is "refused" when apply said no up front (exit 2, nothing
+written) — for example rtdetr before 8.0.111. Anything else (a refusal that wrote bytes, a crash, a failed
+build, a revert that is not byte-identical) is a FAILURE, and the script exits 1.
+
+The results go to a state file as they come (so an interrupted sweep resumes with --resume) and to
+docs/compatibility.md after every release.
+
+    python scripts/sweep.py                          # every breakpoint release + 60 spread evenly
+    python scripts/sweep.py --versions 8.0.50,8.2.103 --out /tmp/compat.md --state /tmp/state.json
+    python scripts/sweep.py --all                    # every release on PyPI from 8.0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("MBPATCH_CACHE", Path.home() / ".cache" / "mbpatch"))
+REF = REPO.parent / "shared" / "ref" / "ultralytics-versions.md"
+
+# The structural breakpoints of ../shared/ref/ultralytics-versions.md (first release of each change and the
+# release before it), used when the ref file is not beside the repository.
+BREAKPOINTS = """
+8.0.0 8.0.6 8.0.35 8.0.43 8.0.47 8.0.49 8.0.50 8.0.54 8.0.55 8.0.89 8.0.90 8.0.97 8.0.98 8.0.100 8.0.106
+8.0.110 8.0.111 8.0.112 8.0.118 8.0.119 8.0.132 8.0.150 8.0.228 8.0.229 8.0.235 8.0.236 8.0.238 8.0.239
+8.1.30 8.1.32 8.1.42 8.1.43 8.3.8 8.3.9 8.3.35 8.3.36 8.3.37 8.3.38 8.3.58 8.3.59 8.3.63 8.3.64 8.3.65
+8.3.66 8.3.70 8.3.71 8.3.100 8.3.150 8.3.194 8.3.197 8.3.198 8.3.199 8.3.220 8.3.221 8.3.237 8.3.253
+8.4.0 8.4.66 8.4.67 8.4.80 8.4.81 8.4.88 8.4.100 8.4.107 8.4.108 8.4.109 8.4.112 8.4.113 8.4.140 8.4.141
+8.4.163 8.4.164
+""".split()
+
+ARCHS = ("yolov8", "rtdetr")
+BACKBONE = "mobilenetv2"
+
+
+def vkey(v: str):
+    return tuple(int(x) for x in v.split("."))
+
+
+def breakpoints() -> List[str]:
+    """Every release named in the ref's breakpoint table (first versions, the ones before, interval ends)."""
+    found = set(BREAKPOINTS)
+    if REF.is_file():
+        text = REF.read_text(encoding="utf-8")
+        start = text.find("Breakpoints, in time order")
+        end = text.find("Anchors that hold", start)
+        if start >= 0:
+            found |= set(re.findall(r"\b8\.\d+\.\d+\b", text[start:end]))
+    return sorted(found, key=vkey)
+
+
+def pypi_versions(python: str) -> List[str]:
+    """Every final ultralytics release >= 8.0.0 on the package index (one `pip index versions` query)."""
+    out = subprocess.run([python, "-m", "pip", "index", "versions", "ultralytics"], capture_output=True,
+                         text=True, timeout=120).stdout
+    m = re.search(r"Available versions:\s*(.+)", out)
+    if not m:
+        raise SystemExit("could not list ultralytics releases with `pip index versions ultralytics`")
+    vs = [v.strip() for v in m.group(1).split(",")]
+    return sorted((v for v in vs if re.fullmatch(r"8\.\d+\.\d+", v)), key=vkey)
+
+
+def spread(versions: List[str], n: int) -> List[str]:
+    """n releases spread evenly over the list (first and last included)."""
+    if n >= len(versions):
+        return list(versions)
+    return sorted({versions[round(k * (len(versions) - 1) / (n - 1))] for k in range(n)}, key=vkey)
+
+
+def wheel(version: str, python: str) -> Path:
+    folder = CACHE / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    hits = sorted(folder.glob(f"ultralytics-{version}-*.whl"))
+    if not hits:
+        subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", f"ultralytics=={version}",
+                        "-d", str(folder)], check=True, capture_output=True, timeout=600)
+        hits = sorted(folder.glob(f"ultralytics-{version}-*.whl"))
+    if not hits:
+        raise FileNotFoundError(f"no wheel for ultralytics {version}")
+    return hits[0]
+
+
+def digest(root: Path) -> Dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def changed(before: Dict[str, str], after: Dict[str, str]) -> List[str]:
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+class Runner:
+    def __init__(self, python: str, offline: bool, timeout: int):
+        self.python = python
+        self.timeout = timeout
+        # Old releases probe the internet at import time (three 2-second connection attempts): a private network
+        # namespace makes those fail at once and keeps the sweep's traffic on this machine.
+        self.prefix = ["unshare", "-n"] if offline and shutil.which("unshare") and self._unshare_ok() else []
+        self.env = dict(os.environ, YOLO_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+
+    @staticmethod
+    def _unshare_ok() -> bool:
+        try:
+            return subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=20).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+    def mbpatch(self, *args) -> subprocess.CompletedProcess:
+        cmd = self.prefix + [self.python, "-m", "mbpatch", *map(str, args)]
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, 124, "", f"timed out after {self.timeout} s")
+
+
+def _json(proc: subprocess.CompletedProcess) -> Dict:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"ok": False, "error": " | ".join(tail) or f"exit {proc.returncode}, no output"}
+
+
+def sweep_arch(run: Runner, root: Path, arch: str, pristine: Dict[str, str]) -> Dict:
+    """apply -> verify -> revert for one arch on a pristine checkout; returns the table cell's data."""
+    t0 = time.perf_counter()
+    res: Dict = {"arch": arch}
+    proc = run.mbpatch("apply", "--repo", root, "--backbone", BACKBONE, "--arch", arch, "--no-verify", "--json")
+    doc = _json(proc)
+    if proc.returncode == 2:
+        touched = changed(pristine, digest(root))
+        res.update(result="refused" if not touched else "FAIL", reason=doc.get("error", ""), step=doc.get("step"))
+        if touched:
+            res["reason"] = f"refused but changed {', '.join(touched[:5])}: {res['reason']}"
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        return res
+    if proc.returncode != 0:
+        res.update(result="FAIL", reason=f"apply exit {proc.returncode}: {doc.get('error', '')}")
+    else:
+        res["changed"] = doc.get("changed", [])
+        ver = run.mbpatch("verify", "--repo", root, "--json")
+        vdoc = _json(ver).get("verification", _json(ver))
+        if ver.returncode == 0 and vdoc.get("ok"):
+            p, s = vdoc["patched"], vdoc["stock"]
+            res.update(result="pass", params=p.get("params"), gflops=p.get("gflops"), stock_params=s.get("params"),
+                       stock_gflops=s.get("gflops"), forward=sorted(p.get("forward", {})))
+        else:
+            err = vdoc.get("error") or _json(ver).get("error") or f"verify exit {ver.returncode}"
+            res.update(result="FAIL", reason=f"build/forward: {err}")
+    rev = run.mbpatch("revert", "--repo", root, "--json")
+    left = changed(pristine, digest(root))
+    if rev.returncode != 0 or left:
+        res.update(result="FAIL", reason=(res.get("reason", "") + f" revert exit {rev.returncode}, "
+                                          f"{len(left)} file(s) differ: {', '.join(left[:5])}").strip())
+        # start the next arch from the pristine wheel again
+    res["revert_identical"] = not left
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
+    row: Dict = {"version": version, "archs": {}}
+    try:
+        whl = wheel(version, run.python)
+    except (subprocess.SubprocessError, FileNotFoundError, OSError) as e:
+        row["skipped"] = f"no wheel on the index ({type(e).__name__})"
+        return row
+    for arch in archs:
+        root = work / f"ultralytics-{version}"
+        shutil.rmtree(root, ignore_errors=True)
+        with zipfile.ZipFile(whl) as z:
+            for name in z.namelist():
+                if name.startswith("ultralytics/"):
+                    z.extract(name, root)
+        pristine = digest(root)
+        row["archs"][arch] = sweep_arch(run, root, arch, pristine)
+        shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
+# --- the table ---------------------------------------------------------------------------------------------
+
+
+def _cell(r: Optional[Dict]) -> str:
+    if not r:
+        return "-"
+    if r["result"] == "pass":
+        g = f", {r['gflops']:.1f} GFLOPs" if r.get("gflops") else ""
+        return f"pass ({r['params'] / 1e6:.2f} M params{g})"
+    reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")
+    reason = re.sub(r"^/\S+: ", "", reason)  # the checkout path is a temp folder
+    return f"**{r['result']}**: {reason[:220]}"
+
+
+def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool) -> None:
+    rows = sorted(rows, key=lambda r: vkey(r["version"]))
+    counts: Dict[str, Dict[str, int]] = {a: {} for a in archs}
+    for r in rows:
+        for a in archs:
+            res = r["archs"].get(a, {}).get("result")
+            if res:
+                counts[a][res] = counts[a].get(res, 0) + 1
+    lines = [
+        "# Compatibility: Ultralytics releases",
+        "",
+        f"Swept on {env['date']} with `scripts/sweep.py` ({'complete' if complete else 'INCOMPLETE: interrupted, re-run with --resume'}):",
+        f"{len(rows)} releases from {rows[0]['version'] if rows else '-'} to {rows[-1]['version'] if rows else '-'} "
+        "(every structural breakpoint release of `shared/ref/ultralytics-versions.md` and the release before it, "
+        "plus releases spread evenly over the rest).",
+        "",
+        f"Per release and arch, on the release's own sources (the `ultralytics/` folder of its wheel) with `--backbone {BACKBONE}`: "
+        "`mbpatch apply --no-verify`, then `mbpatch verify` (stock and patched model built, forward passes at 640x640 "
+        "and 640x480), then `mbpatch revert` and a sha256 comparison of every file with the wheel's.",
+        "",
+        "- **pass**: applied, built, ran forward, and reverted to identical bytes (patched parameters and GFLOPs shown).",
+        "- **refused**: apply said no up front with the reason shown (exit 2) and changed no byte.",
+        "- **FAIL**: anything else (none is expected).",
+        "",
+        f"Environment: Python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, mbpatch {env['mbpatch']}.",
+        "",
+        "Totals: " + "; ".join(f"{a}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items())) for a, c in counts.items()),
+        "",
+        "| release | " + " | ".join(archs) + " |",
+        "|---|" + "---|" * len(archs),
+    ]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append(f"| {r['version']} | " + " | ".join([r["skipped"]] * len(archs)) + " |")
+            continue
+        lines.append(f"| {r['version']} | " + " | ".join(_cell(r["archs"].get(a)) for a in archs) + " |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def environment(python: str) -> Dict:
+    code = ("import json, sys, torch, mbpatch\ntry:\n import torchvision; tv = torchvision.__version__\nexcept Exception:\n"
+            " tv = 'missing'\nprint(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__, "
+            "'torchvision': tv, 'mbpatch': mbpatch.__version__}))")
+    env = json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+    env["date"] = dt.date.today().isoformat()
+    return env
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--versions", help="comma-separated releases (default: breakpoints + --sample spread evenly)")
+    ap.add_argument("--sample", type=int, default=60, help="releases spread evenly over all of them (default 60)")
+    ap.add_argument("--all", action="store_true", help="every release from 8.0.0")
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--python", default=sys.executable, help="interpreter with mbpatch, torch and torchvision")
+    ap.add_argument("--out", default=str(REPO / "docs" / "compatibility.md"))
+    ap.add_argument("--state", default=str(CACHE / "sweep-state.json"), help="results so far (for --resume)")
+    ap.add_argument("--resume", action="store_true", help="skip releases already in the state file")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per mbpatch command")
+    ap.add_argument("--online", action="store_true", help="do not isolate the builds from the network")
+    args = ap.parse_args(argv)
+
+    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
+    if args.versions:
+        versions = sorted({v.strip() for v in args.versions.split(",") if v.strip()}, key=vkey)
+    else:
+        every = pypi_versions(args.python)
+        versions = every if args.all else sorted(set(spread(every, args.sample)) | (set(breakpoints()) & set(every)), key=vkey)
+    state_path = Path(args.state)
+    state: Dict[str, Dict] = {}
+    if args.resume and state_path.is_file():
+        state = {r["version"]: r for r in json.loads(state_path.read_text())["rows"]}
+    env = environment(args.python)
+    run = Runner(args.python, offline=not args.online, timeout=args.timeout)
+    print(f"sweeping {len(versions)} releases x {len(archs)} archs (network isolated: {bool(run.prefix)})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mbpatch-sweep-") as tmp:
+        for k, v in enumerate(versions, 1):
+            if v in state and not state[v].get("skipped"):
+                continue
+            row = sweep_version(run, v, Path(tmp), archs)
+            state[v] = row
+            cells = "  ".join(f"{a}={row['archs'].get(a, {}).get('result', row.get('skipped'))}" for a in archs)
+            print(f"[{k}/{len(versions)}] {v}  {cells}", flush=True)
+            rows = [state[x] for x in versions if x in state]
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            state_path.write_text(json.dumps({"env": env, "rows": list(state.values())}, indent=1))
+            write_table(rows, Path(args.out), archs, env, complete=len(rows) == len(versions))
+    rows = [state[x] for x in versions if x in state]
+    failures = [(r["version"], a) for r in rows for a, c in r["archs"].items() if c["result"] == "FAIL"]
+    print(f"wrote {args.out}: {len(rows)} releases, {len(failures)} failure(s)" + (f": {failures}" if failures else ""))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
