@@ -176,11 +176,14 @@ def revert(repo, force, dry_run, as_json):
     try:
         co = detect(repo)
         journal = Journal(co.root)
-        if not journal.exists() and not _leftovers(co.root):
-            msg = "no mbpatch journal here: nothing to revert"
-            report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
+        nothing = "no mbpatch journal here: nothing to revert"
+        if not journal.exists() and not _leftovers(co.root) and engine.holder(co.root) is None:
+            report.dump({"ok": True, "restored": [], "note": nothing}) if as_json else report.console.print(nothing)
             return
-        with engine.Lock(co.root):
+        with engine.Lock(co.root):  # another run may be writing right now: wait for it (or refuse)
+            if not journal.exists() and not _leftovers(co.root):
+                report.dump({"ok": True, "restored": [], "note": nothing}) if as_json else report.console.print(nothing)
+                return
             if not journal.exists():  # an apply killed before its journal was written: it changed no file
                 if not dry_run:
                     journal.remove(keep_edited=True)

@@ -224,7 +224,9 @@ def _recipe_state(recipe, ctx: Context, co: Checkout, cache: Dict[str, Optional[
         except Exception:  # noqa: BLE001 (inspect is best effort; run() already judged the step)
             parts = None
         row["parts"] = parts
-        if parts and any(parts.values()):
+        if parts and all(parts.values()):  # every part there, e.g. written by hand with fewer names
+            row.update(state="applied", detail=f"every part present (apply would still do: {outcome.detail})")
+        elif parts and any(parts.values()):
             missing = [k for k, v in parts.items() if not v]
             row.update(state="partial", detail=f"missing: {', '.join(missing) or 'names of this backbone'}; "
                                                f"apply would do: {outcome.detail}")
@@ -330,6 +332,11 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
                     f"interrupted: apply of {e.get('backbone')} / {e.get('arch')} was killed half-way; "
                     f"written: {', '.join(written) or 'none'}; not yet written: {', '.join(not_yet) or 'none'}",
                     "`mbpatch revert` restores the originals (then apply again)")
+    ids = {str(e["id"]) for e in entries}
+    stray = sorted(p.name for p in (j.dir / "originals").glob("*") if p.name not in ids) if (j.dir / "originals").is_dir() else []
+    if stray:
+        rep.add("journal", "leftovers", "warn", f"{DIR}/originals/{', '.join(stray)} belong to an apply killed before it "
+                "recorded anything; it changed no file of the checkout", "`mbpatch revert` (or the next apply) clears them")
     try:
         rp = plan_revert(co.root)
         info["edited"] = rp.edited

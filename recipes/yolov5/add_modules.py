@@ -26,7 +26,7 @@ from ..cst_anchors import MARK
 from ..ultralytics.add_modules import defined_names
 from .layout import BACKBONE, not_this_style
 
-HEADER = "# {mark} {what} from the mbpatch template '{family}'. This file is yours to edit.\n"
+HEADER = "{mark} {what} from the mbpatch template '{family}'. This file is yours to edit.\n"
 
 
 def source_file(path: str, text: str, names: Sequence[str], sources: Mapping[str, Optional[str]]) -> Outcome:

@@ -1,0 +1,88 @@
+"""Benchmark: how long `mbpatch apply --no-verify` takes, and what verification costs over building by hand.
+
+    python benchmarks/apply_verify.py [--runs 7] [--versions 8.2.103 8.4.190] [--out benchmarks/RESULTS-apply.md]
+
+1. apply: the median wall time of `mbpatch apply --no-verify` (a fresh process, as a user runs it) on a fresh
+   copy of each release, RT-DETR + mobilenetv4_small. Goal: under 1 s on a 2-core machine.
+2. verification overhead: the wall time of `mbpatch verify` divided by the wall time of a plain script that
+   does by hand what verification must do, in one process: import the checkout, build the stock and the
+   patched model, run each forward at 640x640 and 640x480. Goal: at most 1.5.
+Not a test: timings depend on the machine; run it by hand and keep the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from conftest import unpacked  # noqa: E402  (the same cached real sources the tests use)
+
+BY_HAND = r"""
+import sys, yaml, torch
+sys.path.insert(0, {root!r})
+from ultralytics.nn.tasks import RTDETRDetectionModel
+for path in ({stock!r}, {patched!r}):
+    d = yaml.safe_load(open(path))
+    model = RTDETRDetectionModel(d, nc=80, verbose=False).eval()
+    with torch.no_grad():
+        for h, w in ((640, 640), (480, 640)):
+            model(torch.zeros(1, 3, h, w))
+"""
+
+
+def timed(cmd, **kw) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, **kw)
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--versions", nargs="+", default=["8.2.103", "8.4.190"])
+    ap.add_argument("--out", default=str(HERE / "RESULTS-apply.md"))
+    args = ap.parse_args()
+    mbpatch = [sys.executable, "-m", "mbpatch"]
+    lines = [
+        f"# apply / verify timings ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
+        f"`python benchmarks/apply_verify.py --runs {args.runs}`.",
+        "",
+        "| release | apply --no-verify median (s) | min | max | verify (s) | by hand (s) | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for version in args.versions:
+        src = unpacked("ultralytics", version, "ultralytics")
+        times = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in range(args.runs):
+                repo = Path(tmp) / f"run{k}"
+                shutil.copytree(src, repo)
+                times.append(timed(mbpatch + ["apply", "--repo", str(repo), "--backbone", "mobilenetv4_small",
+                                              "--arch", "rtdetr", "--no-verify"]))
+            repo = Path(tmp) / "run0"
+            cfg = repo / "ultralytics/cfg/models/rt-detr"
+            script = BY_HAND.format(root=str(repo), stock=str(cfg / "rtdetr-l.yaml"),
+                                    patched=str(cfg / "rtdetr-l-mobilenetv4_small.yaml"))
+            verify = statistics.median(timed(mbpatch + ["verify", "--repo", str(repo)]) for _ in range(3))
+            by_hand = statistics.median(timed([sys.executable, "-c", script], cwd=str(repo)) for _ in range(3))
+        med = statistics.median(times)
+        lines.append(f"| {version} | {med:.2f} | {min(times):.2f} | {max(times):.2f} | {verify:.1f} | {by_hand:.1f} | "
+                     f"{verify / by_hand:.2f} |")
+        print(lines[-1], flush=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
