@@ -133,10 +133,10 @@ def test_interrupted_apply_explained_in_rich_output(ultralytics_checkout):
     proc = run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify",
                    env={"MBPATCH_CRASH_AT": "after-write:2"})
     assert proc.returncode == 99
-    proc = run_cli("doctor", "--repo", root, env={"PYTHONPATH": str(root), "COLUMNS": "200"})
+    proc = run_cli("doctor", "--repo", root, env={"PYTHONPATH": str(root)})
     assert proc.returncode == 1
-    out = " ".join(proc.stdout.split())
-    assert "interrupted" in out and "not yet written: ultralytics/nn/tasks.py" in out
+    out = " ".join(proc.stdout.split())  # rich tables wrap long cells
+    assert "interrupted" in out and "killed half-way" in out and "not yet" in out and "tasks.py" in out
     assert "mbpatch revert" in out and "FAIL" in out and "problem(s) would make apply or training fail" in out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,8 @@ def test_apply_build_forward_revert(ultralytics_checkout, version, arch):
     v = doc["verification"]
     assert v["ok"], v
     patched = v["patched"]
+    # built by the checkout's own code, not by the ultralytics installed in this environment
+    assert Path(v["package_file"]) == repo / "ultralytics"
 
     # the backbone is layer 0, stored at index 4, with exactly our template's parameters
     rows = patched["summary"]
@@ -210,3 +213,12 @@ def test_recipe_that_cannot_place_its_change_refuses(ultralytics_checkout):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "ultralytics/nn/tasks.py" in lines[0] and "[predict_once]" in lines[0], proc.stderr
     assert tree_digest(repo) == before
+
+
+def test_python_option_picks_the_interpreter(ultralytics_checkout, tmp_path):
+    repo = ultralytics_checkout("8.4.190")
+    run_cli("apply", "--repo", repo, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify", check=0)
+    doc = json.loads(run_cli("verify", "--repo", repo, "--python", sys.executable, "--json", check=0).stdout)
+    assert doc["verification"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    proc = run_cli("verify", "--repo", repo, "--python", tmp_path / "no-such-python", check=2)
+    assert "no-such-python" in proc.stderr and "[verify]" in proc.stderr
