@@ -71,14 +71,21 @@ def main(argv=None):
     parser.add_argument("--builds", type=int, default=3, help="constructions per model (median)")
     parser.add_argument("--size", type=int, default=640, help="input height and width")
     parser.add_argument("--only", nargs="*", help="catalogue ids (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, help="also write the table, with date/machine/versions, here")
+    parser.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     args = parser.parse_args(argv)
 
     import timm
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     catalogue = load_file(TEMPLATES / "__init__.py", "_mbpatch_bench_catalogue")
     families = {}
-    x = torch.randn(1, 3, args.size, args.size)
+    x = torch.randn(1, 3, args.size, args.size, device=device)
     rows = []
     header = ("| backbone | timm reference | params (M) | build ours (ms) | build timm (ms) "
               "| latency ours (ms) | latency timm (ms) | ours / timm |")
@@ -93,20 +100,21 @@ def main(argv=None):
 
         build_ours = median_time(cls, args.builds)
         build_ref = median_time(lambda: build_timm(timm, b), args.builds)
-        ours, ref = cls().eval(), build_timm(timm, b).eval()
+        ours, ref = cls().eval().to(device), build_timm(timm, b).eval().to(device)
         params = sum(p.numel() for p in ours.parameters())
         with torch.no_grad():
             for _ in range(args.warmup):
                 ours(x)
                 ref(x)
+            sync()
             t_ours, t_ref = [], []
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                ours(x)
-                t_ours.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                ref(x)
-                t_ref.append(time.perf_counter() - t)
+            for i in range(args.runs):
+                # alternate which one goes first, so slow drifts in background load cancel out
+                for model, times in ((ours, t_ours), (ref, t_ref))[:: 1 if i % 2 == 0 else -1]:
+                    t = time.perf_counter()
+                    model(x)
+                    sync()
+                    times.append(time.perf_counter() - t)
         lat_ours, lat_ref = statistics.median(t_ours), statistics.median(t_ref)
         row = (f"| {bid} | {b.reference} | {params / 1e6:.2f} | {build_ours * 1e3:.0f} | {build_ref * 1e3:.0f} "
                f"| {lat_ours * 1e3:.1f} | {lat_ref * 1e3:.1f} | {lat_ours / lat_ref:.2f} |")
@@ -115,24 +123,33 @@ def main(argv=None):
         del ours, ref
 
     if args.out:
+        if device.type == "cuda":
+            machine = f"{torch.cuda.get_device_name(0)} (CUDA), host {cpu_name()} with {os.cpu_count()} cores"
+        else:
+            machine = f"{cpu_name()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
         info = [
-            "# Backbone benchmark: mbpatch templates vs timm",
+            f"## {device.type.upper()}, input 1x3x{args.size}x{args.size}",
             "",
             f"- date: {datetime.date.today().isoformat()}",
-            f"- machine: {cpu_name()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
+            f"- machine: {machine}",
             f"- python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}",
             f"- input 1x3x{args.size}x{args.size}, eval, torch.no_grad, {args.warmup} warm-up runs, "
             f"median of {args.runs} runs (ours and timm alternately); build = median of {args.builds} constructions",
             "- timm side: `timm.create_model(<reference>, pretrained=False, features_only=True)`; for MobileNetV4 "
             "its final 1x1 conv to 960 channels (`blocks.4`) is replaced by an identity, as ours ends before it",
-            "- command: `python benchmarks/backbones.py --out benchmarks/RESULTS-backbones.md`",
+            f"- command: `python benchmarks/backbones.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
             "",
             header,
             "|---|---|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
         ]
-        args.out.write_text("\n".join(info), encoding="utf-8")
+        text = "\n".join(info)
+        if args.append and args.out.exists():
+            text = args.out.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + text
+        else:
+            text = "# Backbone benchmark: mbpatch templates vs timm\n\n" + text
+        args.out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _ultralytics(root: Path, pkg: Path) -> Checkout:
     m = _VERSION.search(init)
     if not m:
         raise MbpatchError(
-            "no __version__ line: cannot tell which Ultralytics release this is",
+            "no __version__ line: cannot tell which Ultralytics release this is; restore its `__version__ = \"8.x.y\"` line",
             file=str(pkg / "__init__.py"),
             step="detect",
         )

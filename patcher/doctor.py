@@ -113,6 +113,7 @@ class Target:
     scale: str = "n"
     head: str = "stock"
     rect_off: bool = False
+    style: str = "backbone"  # yolov5: "backbone" or "blocks"
     yaml: Optional[str] = None  # a model yaml of this checkout that uses the backbone
 
 
@@ -162,7 +163,7 @@ def _targets(co: Checkout, entries: List[Dict]) -> List[Target]:
         if bb is not None:
             out.append(Target(bb, str(e.get("arch")), f"journal entry {e.get('id')}", int(e.get("nc", 80)),
                               str(e.get("scale", "n")), str(e.get("head", "stock")),
-                              (e.get("recipes") or {}).get("rect_off") in (APPLIED, ALREADY)))
+                              (e.get("recipes") or {}).get("rect_off") in (APPLIED, ALREADY), str(e.get("style", "backbone"))))
     out += _yaml_users(co)
     seen, unique = set(), []
     for t in out:
@@ -213,6 +214,9 @@ def _recipe_state(recipe, ctx: Context, co: Checkout, cache: Dict[str, Optional[
     except (RecipeError, MbpatchError) as e:
         row.update(state="error", detail=str(e))
         return row
+    except Exception as e:  # noqa: BLE001 (doctor explains any state; a recipe bug must not hide the rest)
+        row.update(state="error", detail=f"mbpatch could not judge this step ({type(e).__name__}: {e}); please report it")
+        return row
     row["files"] = targets
     if outcome.status == ALREADY:
         row.update(state="applied", detail=outcome.detail)
@@ -243,6 +247,7 @@ def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
     groups = []
     for t in _targets(co, entries):
         ctx = Context(co, t.backbone, t.arch, nc=t.nc, scale=t.scale, head=t.head, rect_off=t.rect_off)
+        ctx.style = t.style
         rows = [_recipe_state(r, ctx, co, cache) for r in mod.RECIPES]
         group = {"backbone": t.backbone.id, "arch": t.arch, "source": t.source, "yaml": t.yaml, "steps": rows}
         groups.append(group)
@@ -258,7 +263,8 @@ def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
             elif r["state"] in ("absent", "partial") and yaml_there and r["recipe"] != "model_yaml":
                 verdict = "fail"
                 fix = (f"training {t.yaml or 'the generated yaml'} fails without this step: run `mbpatch apply --backbone "
-                       f"{t.backbone.id} --arch {t.arch}` (adds only what is missing) or `mbpatch revert`")
+                       f"{t.backbone.id} --arch {t.arch}` (adds only what is missing)"
+                       + (" or `mbpatch revert`" if entries else ""))
             elif r["state"] == "partial":
                 fix = f"`mbpatch apply --backbone {t.backbone.id} --arch {t.arch}` completes it"
             r["verdict"] = verdict
@@ -285,11 +291,6 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
     elif (co.root / LOCK_NAME).exists():
         rep.add("journal", "lock", "info", f"{LOCK_NAME} was left by a run that was killed; nobody holds it",
                 "the next mbpatch run takes it over (or delete it)")
-    temps = sorted(co.rel(p) for p in co.root.rglob(f"*{TMP_SUFFIX}") if DIR not in p.relative_to(co.root).parts)
-    if temps:
-        info["leftovers"] = temps
-        rep.add("journal", "temp files", "warn", f"temporary files of an interrupted write: {', '.join(temps)}",
-                "`mbpatch revert` removes them")
     if not j.exists():
         if folder.is_dir() and any(not p.name.startswith("edited-") for p in folder.iterdir()):
             rep.add("journal", "journal", "warn", f"{DIR}/ holds originals but no journal.json: an apply was killed before "
@@ -303,6 +304,12 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
         info["error"] = str(e)
         rep.add("journal", "journal", "fail", str(e), "see the message; `mbpatch revert` refuses until then")
         return []
+    temps = sorted({f["path"] for e in entries for f in e.get("files", [])
+                    if (co.root / f["path"]).with_name(f".{Path(f['path']).name}{TMP_SUFFIX}").exists()})
+    if temps:  # atomic_write's temp file beside a file whose write was killed before its rename
+        info["leftovers"] = temps
+        rep.add("journal", "temp files", "warn", f"temporary files of an interrupted write beside: {', '.join(temps)}",
+                "`mbpatch revert` removes them")
     for e in entries:
         info["entries"].append({k: e.get(k) for k in ("id", "time", "mbpatch", "backbone", "arch", "state")}
                                | {"files": [f["path"] for f in e.get("files", [])]})
@@ -337,16 +344,20 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
     if stray:
         rep.add("journal", "leftovers", "warn", f"{DIR}/originals/{', '.join(stray)} belong to an apply killed before it "
                 "recorded anything; it changed no file of the checkout", "`mbpatch revert` (or the next apply) clears them")
+    if missing_originals:
+        rep.add("journal", "originals", "fail",
+                f"the saved originals of {', '.join(sorted(set(missing_originals)))} are missing or damaged in {DIR}/originals/",
+                "revert cannot restore those files: restore them with git (or reinstall), then delete .mbpatch/")
+        return entries
     try:
         rp = plan_revert(co.root)
         info["edited"] = rp.edited
     except (MbpatchError, OSError) as e:
         rep.add("journal", "journal", "fail", f"cannot plan a revert: {e}", "restore the files with git and delete .mbpatch/")
         return entries
-    if missing_originals:
-        rep.add("journal", "originals", "fail",
-                f"the saved originals of {', '.join(sorted(set(missing_originals)))} are missing or damaged in {DIR}/originals/",
-                "revert cannot restore those files: restore them with git (or reinstall), then delete .mbpatch/")
+    if rp.already and len(rp.already) < len(rp.restore):
+        rep.add("journal", "half reverted", "warn", f"already back to their original bytes: {', '.join(rp.already)} "
+                "(a revert was interrupted?)", "`mbpatch revert` finishes it")
     if rp.edited:
         rep.add("journal", "edited", "warn", f"changed since mbpatch wrote them: {', '.join(rp.edited)}",
                 f"`mbpatch revert` refuses; `mbpatch revert --force` first saves your copies under {DIR}/")
@@ -361,7 +372,7 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
 
 
 def _probe_args(co: Checkout, names: List[str]) -> Dict:
-    if co.kind == "yolov5" and co.package.resolve() == co.root.resolve():  # git layout: `models` at the root
+    if co.kind == "yolov5" and co.layout == "git":  # a git clone: `models` at the root
         module, expected, target = "models", co.root / "models", "models.yolo"
     elif co.kind == "yolov5":
         module, expected, target = co.package.name, co.package, f"{co.package.name}.models.yolo"

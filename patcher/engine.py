@@ -352,6 +352,7 @@ def _rollback(co: Checkout, p: Plan, written: List[str], dirs: List[str]) -> Lis
 class RevertPlan:
     restore: Dict[str, Optional[bytes]] = field(default_factory=dict)  # path -> original bytes (None: delete)
     edited: List[str] = field(default_factory=list)  # changed since mbpatch wrote them
+    already: List[str] = field(default_factory=list)  # already back to their original bytes
     dirs: List[str] = field(default_factory=list)
     entries: int = 0
 
@@ -365,7 +366,13 @@ def plan_revert(root: Path) -> RevertPlan:
         for f in e["files"]:
             rel = f["path"]
             if rel not in rp.restore:
-                rp.restore[rel] = None if f["new"] else journal.original(e, rel)
+                try:
+                    rp.restore[rel] = None if f["new"] else journal.original(e, rel)
+                except OSError:
+                    raise MbpatchError(
+                        f"its original copy is missing from {journal.dir.name}/originals/{e['id']}/, so revert cannot "
+                        "restore it; restore the file with git (or reinstall), then delete .mbpatch/",
+                        file=rel, step="revert") from None
             accept = {f["sha_after"]}
             if e["state"] != "done":  # killed mid-apply: the file may not have been written yet
                 accept |= ok.get(rel, {f["sha_before"]})
@@ -376,7 +383,9 @@ def plan_revert(root: Path) -> RevertPlan:
     for rel, accept in ok.items():
         path = root / rel
         current = sha256(path.read_bytes()) if path.is_file() else None
-        if current not in accept:
+        if current == sha256(rp.restore[rel]):  # already original again (a revert killed half-way): not an edit
+            rp.already.append(rel)
+        elif current not in accept:
             rp.edited.append(rel)
     return rp
 

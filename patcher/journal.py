@@ -52,6 +52,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 def _hook(point: str, path: Path) -> None:
     """Test hook: MBPATCH_CRASH_AT="<point>:<n>" kills the process at the n-th time `point` is reached.
 
+    Points: before-write / after-write (each file of the checkout), before-rename (every atomic write:
+    checkout files, saved originals, the journal), journal / after-journal (each journal update).
+
     With a third field, "<point>:<n>:<ERRNO>" (e.g. `before-rename:5:ENOSPC`), the n-th time raises that
     OSError instead, as a full disk or a read-only file would.
     """
@@ -113,6 +116,7 @@ class Journal:
         self.dir.mkdir(exist_ok=True)
         _hook("journal", self.file)
         atomic_write(self.file, (json.dumps(data, indent=1) + "\n").encode())
+        _hook("after-journal", self.file)
 
     def begin(self, meta: Dict, files: Dict[str, Optional[bytes]], new: Dict[str, bytes], dirs: List[str]) -> Dict:
         """Record a pending entry with the originals of `files` (None = the file is new)."""

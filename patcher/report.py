@@ -64,7 +64,7 @@ def verification(result: Dict, yaml_path: str, snippet: str) -> None:
         c.add_row(label, _fmt(stock.get(key), kind), _fmt(patched.get(key), kind), "-" if change is None else f"{change:+.1f}%")
     console.print(c)
     shapes = ", ".join(f"{k}: ok" for k in patched["forward"])
-    console.print(f"[green]forward passes[/] {shapes} (eval mode, batch 1)")
+    console.print(f"[green]forward passes[/] {shapes} (eval mode; WxH, or BxWxH where the batch is not 1)")
     console.print(f"[bold]model yaml[/] {yaml_path}")
     console.print("[bold]train it[/] (from the checkout's root, so Python imports this checkout):")
     console.print(Syntax(snippet, "python", theme="ansi_dark", background_color="default"))

@@ -46,7 +46,7 @@ def _structure(source: str, star: bool) -> str:
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return "unknown"
+        return "code of unknown vintage"
     owner = None
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
@@ -54,12 +54,12 @@ def _structure(source: str, star: bool) -> str:
                 owner = node.name
                 break
     if not star:
-        return "master (explicit imports)"
+        return "post-v7.0 master code: explicit imports"
     if owner == "Model":
-        return "v6.0-v6.1 (class Model)"
+        return "v6.0-v6.1 code: class Model"
     if owner == "BaseModel":
-        return "v6.2-v7.0 (class BaseModel)"
-    return "unknown"
+        return "v6.2-v7.0 code: class BaseModel"
+    return "code of unknown vintage"
 
 
 def _first(root: Path, *candidates: str) -> Optional[str]:
@@ -79,14 +79,12 @@ def _build(root: Path, package: Path, prefix: str, star: bool, source: str) -> C
         "torch_utils": _first(root, f"{rel}utils/torch_utils.py"),
         "models_dir": f"{rel}models",
     }
-    version = _structure(source, star)
+    label = _structure(source, star)
     init = package / "__init__.py"
+    found = None
     if layout == "pypi" and init.is_file():
-        m = _VERSION.search(init.read_text(encoding="utf-8", errors="replace"))
-        if m:
-            version = f"{m.group(1)} ({version})"
-    else:
-        version = f"git {version}"
+        found = _VERSION.search(init.read_text(encoding="utf-8", errors="replace"))
+    version = f"{found.group(1) if found else layout} ({label})"
     return Checkout("yolov5", root, package, version, layout, files)
 
 

@@ -5,9 +5,11 @@ For each release: `pip download --no-deps ultralytics==V` into the wheel cache (
 unpack its `ultralytics/` folder as a checkout, and for each arch:
 
     mbpatch apply --no-verify   exit 0: patched; exit 2: refused (must have changed zero bytes)
-    mbpatch verify              builds the stock and the patched model, forward passes at 640x640 and 640x480
+    build and forward           the patched model, from the generated yaml with the checkout first on sys.path,
+                                eval mode at 640x640 and 640x480 (all archs of a release in one process)
     mbpatch revert              must give back the exact bytes (sha256 of every file compared)
 
+The archs are applied one after the other (stacked, as a user trying both would) and reverted together.
 A release passes an arch when all three hold; it is "refused" when apply said no up front (exit 2, nothing
 written) — for example rtdetr before 8.0.111. Anything else (a refusal that wrote bytes, a crash, a failed
 build, a revert that is not byte-identical) is a FAILURE, and the script exits 1.
@@ -147,60 +149,105 @@ def _json(proc: subprocess.CompletedProcess) -> Dict:
         return {"ok": False, "error": " | ".join(tail) or f"exit {proc.returncode}, no output"}
 
 
-def sweep_arch(run: Runner, root: Path, arch: str, pristine: Dict[str, str]) -> Dict:
-    """apply -> verify -> revert for one arch on a pristine checkout; returns the table cell's data."""
-    t0 = time.perf_counter()
-    res: Dict = {"arch": arch}
-    proc = run.mbpatch("apply", "--repo", root, "--backbone", BACKBONE, "--arch", arch, "--no-verify", "--json")
-    doc = _json(proc)
-    if proc.returncode == 2:
-        touched = changed(pristine, digest(root))
-        res.update(result="refused" if not touched else "FAIL", reason=doc.get("error", ""), step=doc.get("step"))
-        if touched:
-            res["reason"] = f"refused but changed {', '.join(touched[:5])}: {res['reason']}"
-        res["seconds"] = round(time.perf_counter() - t0, 1)
-        return res
-    if proc.returncode != 0:
-        res.update(result="FAIL", reason=f"apply exit {proc.returncode}: {doc.get('error', '')}")
-    else:
-        res["changed"] = doc.get("changed", [])
-        ver = run.mbpatch("verify", "--repo", root, "--json")
-        vdoc = _json(ver).get("verification", _json(ver))
-        if ver.returncode == 0 and vdoc.get("ok"):
-            p, s = vdoc["patched"], vdoc["stock"]
-            res.update(result="pass", params=p.get("params"), gflops=p.get("gflops"), stock_params=s.get("params"),
-                       stock_gflops=s.get("gflops"), forward=sorted(p.get("forward", {})))
-        else:
-            err = vdoc.get("error") or _json(ver).get("error") or f"verify exit {ver.returncode}"
-            res.update(result="FAIL", reason=f"build/forward: {err}")
-    rev = run.mbpatch("revert", "--repo", root, "--json")
-    left = changed(pristine, digest(root))
-    if rev.returncode != 0 or left:
-        res.update(result="FAIL", reason=(res.get("reason", "") + f" revert exit {rev.returncode}, "
-                                          f"{len(left)} file(s) differ: {', '.join(left[:5])}").strip())
-        # start the next arch from the pristine wheel again
-    res["revert_identical"] = not left
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    return res
+CHECK = r"""
+import json, sys
+root, jobs = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, root)
+sys.dont_write_bytecode = True
+import torch, yaml
+import ultralytics
+assert ultralytics.__file__.startswith(root), f"imported {ultralytics.__file__}, not the checkout"
+from ultralytics.nn import tasks
+out = {}
+for arch, rel, cls in jobs:
+    try:
+        d = yaml.safe_load(open(f"{root}/{rel}", encoding="utf-8"))
+        if d.get("scales"):
+            d["scale"] = "n" if "n" in d["scales"] else next(iter(d["scales"]))
+        model = getattr(tasks, cls)(d, nc=80, verbose=False).eval()
+        shapes = {}
+        with torch.no_grad():
+            for h, w in ((640, 640), (480, 640)):
+                y = model(torch.zeros(1, 3, h, w))
+                y = y[0] if isinstance(y, (list, tuple)) else y
+                shapes[f"{w}x{h}"] = list(y.shape)
+        out[arch] = {"ok": True, "params": sum(p.numel() for p in model.parameters()), "forward": shapes}
+    except Exception as e:
+        out[arch] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:400]}
+print("@@SWEEP@@" + json.dumps(out))
+"""
+MODEL = {"yolov8": "DetectionModel", "yolo11": "DetectionModel", "rtdetr": "RTDETRDetectionModel"}
+
+
+def build_and_forward(run: Runner, root: Path, jobs) -> Dict[str, Dict]:
+    """Build each patched model from its yaml and run it at 640x640 and 640x480, in one process per release."""
+    cmd = run.prefix + [run.python, "-c", CHECK, str(root), json.dumps(jobs)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=run.env, timeout=run.timeout, cwd=str(root))
+    except subprocess.TimeoutExpired:
+        return {a: {"ok": False, "error": f"timed out after {run.timeout} s"} for a, _, _ in jobs}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("@@SWEEP@@"):
+            return json.loads(line[len("@@SWEEP@@"):])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    return {a: {"ok": False, "error": f"the build process died: {tail}"} for a, _, _ in jobs}
 
 
 def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
+    """apply every arch (stacked) -> build and forward each -> revert, on the release's pristine sources."""
+    t0 = time.perf_counter()
     row: Dict = {"version": version, "archs": {}}
     try:
         whl = wheel(version, run.python)
     except (subprocess.SubprocessError, FileNotFoundError, OSError) as e:
         row["skipped"] = f"no wheel on the index ({type(e).__name__})"
         return row
+    root = work / f"ultralytics-{version}"
+    shutil.rmtree(root, ignore_errors=True)
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if name.startswith("ultralytics/"):
+                z.extract(name, root)
+    pristine = digest(root)
+    jobs = []
     for arch in archs:
-        root = work / f"ultralytics-{version}"
-        shutil.rmtree(root, ignore_errors=True)
-        with zipfile.ZipFile(whl) as z:
-            for name in z.namelist():
-                if name.startswith("ultralytics/"):
-                    z.extract(name, root)
-        pristine = digest(root)
-        row["archs"][arch] = sweep_arch(run, root, arch, pristine)
-        shutil.rmtree(root, ignore_errors=True)
+        res: Dict = {"arch": arch}
+        row["archs"][arch] = res
+        before = digest(root)
+        proc = run.mbpatch("apply", "--repo", root, "--backbone", BACKBONE, "--arch", arch, "--no-verify", "--json")
+        doc = _json(proc)
+        if proc.returncode == 2:
+            touched = changed(before, digest(root))
+            res.update(result="refused" if not touched else "FAIL", reason=doc.get("error", ""), step=doc.get("step"))
+            if touched:
+                res["reason"] = f"refused but changed {', '.join(touched[:5])}: {res['reason']}"
+            continue
+        if proc.returncode != 0:
+            res.update(result="FAIL", reason=f"apply exit {proc.returncode}: {doc.get('error', '')}")
+            continue
+        yamls = [c for c in doc.get("changed", []) if c.endswith(".yaml")]
+        if len(yamls) != 1:
+            res.update(result="FAIL", reason=f"apply wrote {len(yamls)} model yaml files: {yamls}")
+            continue
+        res["yaml"] = yamls[0]
+        jobs.append((arch, yamls[0], MODEL[arch]))
+    if jobs:
+        built = build_and_forward(run, root, jobs)
+        for arch, _, _ in jobs:
+            b = built.get(arch, {"ok": False, "error": "no result"})
+            if b["ok"]:
+                row["archs"][arch].update(result="pass", params=b["params"], forward=b["forward"])
+            else:
+                row["archs"][arch].update(result="FAIL", reason=f"build/forward: {b['error']}")
+    rev = run.mbpatch("revert", "--repo", root, "--json")
+    left = changed(pristine, digest(root))
+    row["revert_identical"] = not left
+    if rev.returncode != 0 or left:
+        for arch, _, _ in jobs:
+            row["archs"][arch].update(result="FAIL", reason=(row["archs"][arch].get("reason", "") + f" revert exit "
+                                      f"{rev.returncode}, {len(left)} file(s) differ: {', '.join(left[:5])}").strip())
+    shutil.rmtree(root, ignore_errors=True)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
 
@@ -218,7 +265,7 @@ def _cell(r: Optional[Dict]) -> str:
     return f"**{r['result']}**: {reason[:220]}"
 
 
-def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool) -> None:
+def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool, how: str, marks=frozenset()) -> None:
     rows = sorted(rows, key=lambda r: vkey(r["version"]))
     counts: Dict[str, Dict[str, int]] = {a: {} for a in archs}
     for r in rows:
@@ -230,15 +277,14 @@ def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool) -
         "# Compatibility: Ultralytics releases",
         "",
         f"Swept on {env['date']} with `scripts/sweep.py` ({'complete' if complete else 'INCOMPLETE: interrupted, re-run with --resume'}):",
-        f"{len(rows)} releases from {rows[0]['version'] if rows else '-'} to {rows[-1]['version'] if rows else '-'} "
-        "(every structural breakpoint release of `shared/ref/ultralytics-versions.md` and the release before it, "
-        "plus releases spread evenly over the rest).",
+        f"{len(rows)} releases from {rows[0]['version'] if rows else '-'} to {rows[-1]['version'] if rows else '-'}: {how}",
         "",
-        f"Per release and arch, on the release's own sources (the `ultralytics/` folder of its wheel) with `--backbone {BACKBONE}`: "
-        "`mbpatch apply --no-verify`, then `mbpatch verify` (stock and patched model built, forward passes at 640x640 "
-        "and 640x480), then `mbpatch revert` and a sha256 comparison of every file with the wheel's.",
+        f"Per release, on the release's own sources (the `ultralytics/` folder of its wheel) with `--backbone {BACKBONE}`: "
+        f"`mbpatch apply --no-verify` for each arch ({', '.join(archs)}, stacked), then each patched model is built from "
+        "its generated yaml with the checkout first on `sys.path` and run forward in eval mode at 640x640 and 640x480, "
+        "then `mbpatch revert` and a sha256 comparison of every file with the wheel's.",
         "",
-        "- **pass**: applied, built, ran forward, and reverted to identical bytes (patched parameters and GFLOPs shown).",
+        "- **pass**: applied, built, ran forward at both sizes, and reverted to identical bytes (patched parameters shown).",
         "- **refused**: apply said no up front with the reason shown (exit 2) and changed no byte.",
         "- **FAIL**: anything else (none is expected).",
         "",
@@ -246,14 +292,18 @@ def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool) -
         "",
         "Totals: " + "; ".join(f"{a}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items())) for a, c in counts.items()),
         "",
+        "A release marked † is one of the structural breakpoints of `shared/ref/ultralytics-versions.md` (the first "
+        "release of a change, or the one before it).",
+        "",
         "| release | " + " | ".join(archs) + " |",
         "|---|" + "---|" * len(archs),
     ]
     for r in rows:
+        name = r["version"] + (" †" if r["version"] in marks else "")
         if r.get("skipped"):
-            lines.append(f"| {r['version']} | " + " | ".join([r["skipped"]] * len(archs)) + " |")
+            lines.append(f"| {name} | " + " | ".join([r["skipped"]] * len(archs)) + " |")
             continue
-        lines.append(f"| {r['version']} | " + " | ".join(_cell(r["archs"].get(a)) for a in archs) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(r["archs"].get(a)) for a in archs) + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -279,18 +329,34 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="skip releases already in the state file")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mbpatch command")
     ap.add_argument("--online", action="store_true", help="do not isolate the builds from the network")
+    ap.add_argument("--table-only", action="store_true", help="rewrite --out from the state file, sweep nothing")
     args = ap.parse_args(argv)
 
     archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
+    state_path = Path(args.state)
+    saved = json.loads(state_path.read_text()) if state_path.is_file() and (args.resume or args.table_only) else {}
+    marks = frozenset(breakpoints())
     if args.versions:
         versions = sorted({v.strip() for v in args.versions.split(",") if v.strip()}, key=vkey)
+        how = "the releases named with `--versions`."
+    elif saved.get("versions"):
+        versions, how = saved["versions"], saved["how"]
     else:
         every = pypi_versions(args.python)
-        versions = every if args.all else sorted(set(spread(every, args.sample)) | (set(breakpoints()) & set(every)), key=vkey)
-    state_path = Path(args.state)
-    state: Dict[str, Dict] = {}
-    if args.resume and state_path.is_file():
-        state = {r["version"]: r for r in json.loads(state_path.read_text())["rows"]}
+        if args.all:
+            versions, how = every, f"every release on the package index from 8.0.0 ({len(every)})."
+        else:
+            picked = set(spread(every, args.sample))
+            versions = sorted(picked | (marks & set(every)), key=vkey)
+            how = (f"{len(picked)} spread evenly over all {len(every)} releases from {every[0]} to {every[-1]}, plus every "
+                   f"structural breakpoint release of `shared/ref/ultralytics-versions.md` and the release before each "
+                   f"({len(marks & set(every))}; 8.0.7-8.0.34 were never published).")
+    state: Dict[str, Dict] = {r["version"]: r for r in saved.get("rows", [])}
+    if args.table_only:
+        rows = [state[x] for x in versions if x in state]
+        write_table(rows, Path(args.out), archs, saved["env"], len(rows) == len(versions), how, marks)
+        print(f"wrote {args.out} from {state_path}: {len(rows)} of {len(versions)} releases")
+        return 0
     env = environment(args.python)
     run = Runner(args.python, offline=not args.online, timeout=args.timeout)
     print(f"sweeping {len(versions)} releases x {len(archs)} archs (network isolated: {bool(run.prefix)})", flush=True)
@@ -304,8 +370,9 @@ def main(argv=None) -> int:
             print(f"[{k}/{len(versions)}] {v}  {cells}", flush=True)
             rows = [state[x] for x in versions if x in state]
             state_path.parent.mkdir(parents=True, exist_ok=True)
-            state_path.write_text(json.dumps({"env": env, "rows": list(state.values())}, indent=1))
-            write_table(rows, Path(args.out), archs, env, complete=len(rows) == len(versions))
+            state_path.write_text(json.dumps({"env": env, "versions": versions, "how": how, "rows": list(state.values())},
+                                             indent=1))
+            write_table(rows, Path(args.out), archs, env, len(rows) == len(versions), how, marks)
     rows = [state[x] for x in versions if x in state]
     failures = [(r["version"], a) for r in rows for a, c in r["archs"].items() if c["result"] == "FAIL"]
     print(f"wrote {args.out}: {len(rows)} releases, {len(failures)} failure(s)" + (f": {failures}" if failures else ""))

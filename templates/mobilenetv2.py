@@ -123,9 +123,6 @@ class InvertedResidual(nn.Module):
         return x + y if self.has_skip else y
 
 
-BLOCKS = {"ds": DepthwiseSeparableConv, "ir": InvertedResidual}
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The backbone
 # ---------------------------------------------------------------------------------------------------------
@@ -139,14 +136,14 @@ class MobileNetV2(nn.Module):
     `weights`: optional path to a timm `mobilenetv2_100` checkpoint (or a state dict) to start from.
     """
 
-    stages = STAGES
+    arch = STAGES
 
     def __init__(self, weights=None):
         super().__init__()
         self.conv_stem = nn.Conv2d(3, STEM_CHANNELS, 3, 2, 1, bias=False)
         self.bn1 = BatchNormAct2d(STEM_CHANNELS)
         in_chs, stages = STEM_CHANNELS, []
-        for kind, repeats, kernel, stride, exp_ratio, out_chs in self.stages:
+        for kind, repeats, kernel, stride, exp_ratio, out_chs in self.arch:
             blocks = []
             for i in range(repeats):
                 s = stride if i == 0 else 1
@@ -157,8 +154,8 @@ class MobileNetV2(nn.Module):
                 in_chs = out_chs
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
-        self.out_indices = output_stages(self.stages)
-        self.width_list = [self.stages[i][-1] for i in self.out_indices]
+        self.out_indices = output_stages(self.arch)
+        self.width_list = [self.arch[i][-1] for i in self.out_indices]
         self.channel = self.width_list
         self._init_weights()
         if weights is not None:
@@ -210,8 +207,8 @@ def _read_safetensors(path):
             continue
         start, end = info["data_offsets"]
         dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        flat = torch.frombuffer(body, dtype=dtype, count=(end - start) // torch.empty((), dtype=dtype).element_size(),
-                                offset=start) if end > start else torch.empty(0, dtype=dtype)
+        count = (end - start) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(body, dtype=dtype, count=count, offset=start) if count else torch.empty(0, dtype=dtype)
         tensors[name] = flat.reshape(info["shape"]).clone()
     return tensors
 

@@ -238,6 +238,8 @@ class UniversalInvertedResidual(nn.Module):
 
     def __init__(self, in_chs, out_chs, start_k, mid_k, stride, exp_ratio, act, layer_scale=None):
         super().__init__()
+        if stride > 1 and not (start_k or mid_k):
+            raise ValueError("a strided UIB needs a depthwise conv (start_k or mid_k) to carry the stride")
         mid_chs = make_divisible(in_chs * exp_ratio)
         self.has_skip = stride == 1 and in_chs == out_chs
         self.dw_start = None
@@ -301,7 +303,7 @@ class MultiQueryAttention2d(nn.Module):
 
 
 class MobileAttention(nn.Module):
-    """Mobile MQA block: x + layer_scale(MQA(BN(x)))."""
+    """Mobile MQA block: x + layer_scale(MQA(BN(x))). No activation (`act` is accepted and unused)."""
 
     def __init__(self, in_chs, out_chs, heads, key_dim, kv_stride=1, kv_kernel=3, act=None, layer_scale=None):
         super().__init__()
@@ -434,8 +436,8 @@ def _read_safetensors(path):
             continue
         start, end = info["data_offsets"]
         dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        flat = torch.frombuffer(body, dtype=dtype, count=(end - start) // torch.empty((), dtype=dtype).element_size(),
-                                offset=start) if end > start else torch.empty(0, dtype=dtype)
+        count = (end - start) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(body, dtype=dtype, count=count, offset=start) if count else torch.empty(0, dtype=dtype)
         tensors[name] = flat.reshape(info["shape"]).clone()
     return tensors
 

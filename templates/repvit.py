@@ -319,8 +319,8 @@ def _read_safetensors(path):
             continue
         start, end = info["data_offsets"]
         dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        flat = torch.frombuffer(body, dtype=dtype, count=(end - start) // torch.empty((), dtype=dtype).element_size(),
-                                offset=start) if end > start else torch.empty(0, dtype=dtype)
+        count = (end - start) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(body, dtype=dtype, count=count, offset=start) if count else torch.empty(0, dtype=dtype)
         tensors[name] = flat.reshape(info["shape"]).clone()
     return tensors
 

@@ -48,6 +48,16 @@ def backbone_cls(bid: str):
     return getattr(family(b.family), b.cls)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """Run this module's (small) CPU work on one thread: on a 2-core machine that is about as fast as two
+    when idle, and several times faster when other jobs share the cores (OpenMP barriers stall then)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give BN statistics/affines and layer scales non-trivial values, so comparisons test every path."""
     g = torch.Generator().manual_seed(seed)
@@ -272,6 +282,24 @@ def test_every_parameter_gets_a_gradient(bid):
     sum(o.float().mean() for o in outs).backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert not unused, f"parameters the forward pass does not use: {unused}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("bid", IDS)
+def test_cuda_matches_cpu_train_and_eval(bid):
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model = randomize_(backbone_cls(bid)()).eval()
+    x = torch.randn(2, 3, 480, 640)
+    with torch.no_grad():
+        want = model(x)
+        got = model.cuda()(x.cuda())
+    for g, w in zip(got, want):
+        assert close(g.cpu(), w, tol=1e-3), f"max diff {float((g.cpu() - w).abs().max())}"
+    model.train()
+    outs = model(torch.randn(2, 3, 640, 480, device="cuda"))
+    assert [tuple(o.shape) for o in outs] == expected_shapes(bid, 2, 640, 480)
+    sum(o.float().mean() for o in outs).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_mobilenetv2_size_and_module_tree():

@@ -229,3 +229,19 @@ def test_git_status_is_reported(ultralytics_checkout):
     run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify", check=0)
     line = check(to_json(diagnose(str(root), environment=False)), "git")
     assert "branch main" in line["detail"] and TASKS in line["detail"] and ".mbpatch/" in line["detail"]
+
+
+def test_yolov5_git_checkout_shadowing_of_models(tmp_path):
+    """In a YOLOv5 clone the package is the top-level `models`: doctor asks where `import models` goes."""
+    try:
+        from conftest_yolov5 import make_checkout
+    except ImportError:
+        pytest.skip("YOLOv5 fixtures are not available")
+    root = make_checkout(tmp_path, "7.0.14", "git")
+    doc = doctor_json(root)
+    assert doc["checkout"]["kind"] == "yolov5" and doc["checkout"]["layout"] == "git"
+    shadow = check(doc, "import models", "shadowing")
+    assert shadow["verdict"] == "warn" and "fails outside the checkout" in shadow["detail"] and str(root) in shadow["fix"]
+    doc = doctor_json(root, env={"PYTHONPATH": str(root)})
+    shadow = check(doc, "import models", "shadowing")
+    assert shadow["verdict"] == "ok" and "loads this checkout" in shadow["detail"]

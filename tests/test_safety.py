@@ -45,7 +45,7 @@ def without_mbpatch(digest: dict) -> dict:
 
 # --- 2. crash safety: a kill before and after every file write and journal update -------------------------
 
-POINTS = ("before-write", "after-write", "before-rename", "journal")
+POINTS = ("before-write", "after-write", "before-rename", "journal", "after-journal")
 
 
 def _check_doctor_explains(root: Path, pristine: dict) -> None:
@@ -59,8 +59,13 @@ def _check_doctor_explains(root: Path, pristine: dict) -> None:
             assert any(c["item"] == "journal" and c["verdict"] == "warn" and "changed no file" in c["detail"]
                        for c in doc["checks"]), doc["checks"]
         return
-    if not journal["pending"]:  # killed while recording a stacked apply: the earlier entries still hold
-        assert without_mbpatch(tree_digest(root)) == without_mbpatch(pristine)
+    if not journal["pending"]:
+        # killed while recording a stacked apply (nothing changed), or right after the apply was marked done
+        if without_mbpatch(tree_digest(root)) != without_mbpatch(pristine):
+            last = Journal(root).entries()[-1]
+            assert last["state"] == "done"
+            assert all(sha256((root / f["path"]).read_bytes()) == f["sha_after"] for f in last["files"])
+        assert any(c["item"] == "journal" and c["verdict"] == "ok" for c in doc["checks"]), doc["checks"]
         return
     assert doc["exit"] == 1
     assert len(journal["pending"]) == 1, journal
@@ -73,6 +78,8 @@ def _check_doctor_explains(root: Path, pristine: dict) -> None:
     for rel in pending["not_written"]:
         now = (root / rel).read_bytes() if (root / rel).is_file() else None
         assert sha256(now) == files[rel]["sha_before"], rel
+    temps = [rel for rel in files if (root / rel).with_name(f".{Path(rel).name}.mbpatch-tmp").exists()]
+    assert sorted(journal["leftovers"]) == temps
     line = [c for c in doc["checks"] if c["item"] == f"apply #{pending['id']}"][0]
     assert line["verdict"] == "fail" and "interrupted" in line["detail"] and "mbpatch revert" in line["fix"]
 
@@ -103,7 +110,7 @@ def test_crash_during_first_apply(ultralytics_checkout, point):
     root = ultralytics_checkout(V)
     killed = _crash_sweep(root, point, "yolov8")
     # 4 files (2 new AddModules files, tasks.py, the yaml); renames: 1 original + 2 journal saves + 4 files
-    assert killed == {"before-write": 4, "after-write": 4, "before-rename": 7, "journal": 2}[point]
+    assert killed == {"before-write": 4, "after-write": 4, "before-rename": 7, "journal": 2, "after-journal": 2}[point]
 
 
 @pytest.mark.parametrize("point", ("before-write", "journal"))
@@ -112,6 +119,18 @@ def test_crash_during_stacked_apply(ultralytics_checkout, point):
     root = ultralytics_checkout(V)
     killed = _crash_sweep(root, point, "rtdetr", before_each=lambda: apply(root, "yolov8", check=0))
     assert killed >= 2
+
+
+def test_revert_killed_half_way_is_finished_by_the_next_revert(ultralytics_checkout):
+    root = ultralytics_checkout(V)
+    pristine = tree_digest(root)
+    apply(root, "rtdetr", check=0)
+    proc = run_cli("revert", "--repo", root, env={"MBPATCH_CRASH_AT": "before-rename:2"})  # after 1 restore
+    assert proc.returncode == CRASHED
+    doc = to_json(diagnose(str(root), environment=False))
+    assert any(c["item"] == "half reverted" and "mbpatch revert" in c["fix"] for c in doc["checks"]), doc["checks"]
+    run_cli("revert", "--repo", root, check=0)
+    assert tree_digest(root) == pristine
 
 
 def test_disk_full_rolls_back_every_write(ultralytics_checkout):
@@ -288,6 +307,18 @@ def test_revert_refuses_unreadable_journal(ultralytics_checkout):
     assert tree_digest(root) == before
 
 
+def test_revert_refuses_when_an_original_copy_is_missing(ultralytics_checkout):
+    root = ultralytics_checkout(V)
+    apply(root, check=0)
+    (root / ".mbpatch/originals/1" / TASKS).unlink()
+    before = tree_digest(root)
+    proc = run_cli("revert", "--repo", root)
+    assert proc.returncode == 2
+    line = one_line(proc)
+    assert f"{TASKS}: [revert]" in line and "original copy is missing" in line and "git" in line
+    assert tree_digest(root) == before
+
+
 # --- 4. hand edits ----------------------------------------------------------------------------------------
 
 
@@ -326,13 +357,17 @@ def test_hand_edits_refused_then_forced(ultralytics_checkout):
     assert tree_digest(root) == after
 
 
-def test_revert_forced_when_a_patched_file_was_deleted(ultralytics_checkout):
+def test_deleted_files(ultralytics_checkout):
+    """A deleted file mbpatch created is no loss (revert goes on); a deleted patched file needs --force."""
     root = ultralytics_checkout(V)
     pristine = tree_digest(root)
-    apply(root, check=0)
+    apply(root, "rtdetr", check=0)
     (root / "ultralytics/nn/AddModules/__init__.py").unlink()
+    (root / "ultralytics/nn/modules/block.py").unlink()
     proc = run_cli("revert", "--repo", root)
-    assert proc.returncode == 2 and "AddModules/__init__.py" in one_line(proc)
+    assert proc.returncode == 2
+    line = one_line(proc)
+    assert "ultralytics/nn/modules/block.py" in line and "AddModules" not in line
     run_cli("revert", "--repo", root, "--force", check=0)
     assert without_mbpatch(tree_digest(root)) == pristine
 

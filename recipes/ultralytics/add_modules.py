@@ -20,7 +20,7 @@ import libcst as cst
 from .. import ALREADY, APPLIED, Context, Outcome, Recipe, RecipeError
 from ..cst_anchors import MARK
 
-HEADER = "# {mark} backbone source from the mbpatch template '{family}'. This file is yours to edit.\n"
+HEADER = "{mark} backbone source from the mbpatch template '{family}'. This file is yours to edit.\n"
 
 
 def _folder(ctx: Context) -> str:

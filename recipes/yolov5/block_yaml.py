@@ -97,4 +97,6 @@ class BlockYaml(Recipe):
         if reason:
             return Outcome(NOT_NEEDED, reason)
         stock, out = self.targets(ctx)
-        return write_new(out, render_or_fail(ctx, sources, stock, render), sources)
+        outcome = write_new(out, render_or_fail(ctx, sources, stock, render), sources)
+        outcome.detail += " (the tutorial's model: yolov5s head, multiples 1.0; --scale does not apply)"
+        return outcome
