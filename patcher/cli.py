@@ -124,6 +124,8 @@ def main():
 def apply(repo, backbone, arch, nc, scale, head, rect_off, style, dry_run, no_verify, python, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     try:
+        if arch.lower() not in ALL_ARCHS:  # before looking at the folder: the usage error comes first
+            raise MbpatchError(f"unknown --arch '{arch}'; choose one of: {', '.join(ALL_ARCHS)}", file=str(repo), step="arch")
         co = detect(repo)
         ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style)
         recipes = kind_recipes(co.kind).RECIPES

@@ -65,6 +65,9 @@ def _checkout(co: Checkout, rep: Report) -> None:
     for role, rel in co.files.items():
         if rel is None:
             rep.add("checkout", role, "info", "not in this release")
+        elif (co.root / rel).is_file() and not os.access(co.root / rel, os.W_OK):
+            rep.add("checkout", role, "fail", f"{rel} is not writable: apply would refuse to patch it",
+                    "make it writable (chmod u+w; chattr -i if it is immutable)")
         elif (co.root / rel).exists():
             rep.add("checkout", role, "ok", rel)
         else:
@@ -135,15 +138,15 @@ def _yaml_users(co: Checkout) -> List[Target]:
             continue
         try:
             d = yaml.safe_load(text)
-            row0 = d["backbone"][0]
-            bb = lookup(str(row0[2]))
+            bb = lookup(str(d["backbone"][0][2]))
+            nc = int(d.get("nc", 80) or 80)
         except Exception:  # noqa: BLE001 (any yaml a user wrote)
             continue
         if bb is None:
             continue
         modules = [str(r[2]) for r in (d.get("backbone") or []) + (d.get("head") or []) if isinstance(r, list) and len(r) > 2]
         arch = "yolov5" if co.kind == "yolov5" else "rtdetr" if "RTDETRDecoder" in modules else "yolo11" if "C2PSA" in modules else "yolov8"
-        out.append(Target(bb, arch, f"model yaml {co.rel(path)}", nc=int(d.get("nc", 80) or 80), yaml=co.rel(path)))
+        out.append(Target(bb, arch, f"model yaml {co.rel(path)}", nc=nc, yaml=co.rel(path)))
     return out
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,7 +125,9 @@ class Runner:
         # Old releases probe the internet at import time (three 2-second connection attempts): a private network
         # namespace makes those fail at once and keeps the sweep's traffic on this machine.
         self.prefix = ["unshare", "-n"] if offline and shutil.which("unshare") and self._unshare_ok() else []
-        self.env = dict(os.environ, YOLO_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+        # YOLO_CONFIG_DIR: releases that honour it keep their settings.yaml out of the user's ~/.config
+        self.env = dict(os.environ, YOLO_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1",
+                        YOLO_CONFIG_DIR=str(Path(tempfile.gettempdir()) / "mbpatch-sweep-config"))
 
     @staticmethod
     def _unshare_ok() -> bool:
@@ -151,8 +154,9 @@ def _json(proc: subprocess.CompletedProcess) -> Dict:
 
 CHECK = r"""
 import json, sys
-root, jobs = sys.argv[1], json.loads(sys.argv[2])
+root, jobs, extra = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 sys.path.insert(0, root)
+sys.path.append(extra)  # packages a release declares but this environment lacks (see declared_dependency)
 sys.dont_write_bytecode = True
 import torch, yaml
 import ultralytics
@@ -177,11 +181,34 @@ for arch, rel, cls in jobs:
 print("@@SWEEP@@" + json.dumps(out))
 """
 MODEL = {"yolov8": "DetectionModel", "yolo11": "DetectionModel", "rtdetr": "RTDETRDetectionModel"}
+EXTRA = CACHE / "sweep-extra"
+
+
+def declared_dependency(whl: Path, error: str) -> Optional[str]:
+    """The distribution behind `No module named 'x'` when the release itself requires it (e.g. hub-sdk in 8.0.239).
+
+    A user installing that release gets it; this environment may not, and then the stock model cannot be imported
+    either. Such a package is installed (without its dependencies) into a folder only the build check appends to
+    sys.path, and the table says so.
+    """
+    m = re.search(r"No module named '([\w.]+)'", error)
+    if not m:
+        return None
+    wanted = m.group(1).split(".")[0].replace("_", "-").lower()
+    with zipfile.ZipFile(whl) as z:
+        meta = next((n for n in z.namelist() if n.endswith(".dist-info/METADATA")), None)
+        text = z.read(meta).decode("utf-8", "replace") if meta else ""
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" not in line:
+            name = re.split(r"[\s<>=!;\[(~]", line.split(":", 1)[1].strip())[0].replace("_", "-").lower()
+            if name == wanted:
+                return name
+    return None
 
 
 def build_and_forward(run: Runner, root: Path, jobs) -> Dict[str, Dict]:
     """Build each patched model from its yaml and run it at 640x640 and 640x480, in one process per release."""
-    cmd = run.prefix + [run.python, "-c", CHECK, str(root), json.dumps(jobs)]
+    cmd = run.prefix + [run.python, "-c", CHECK, str(root), json.dumps(jobs), str(EXTRA)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=run.env, timeout=run.timeout, cwd=str(root))
     except subprocess.TimeoutExpired:
@@ -233,10 +260,18 @@ def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
         jobs.append((arch, yamls[0], MODEL[arch]))
     if jobs:
         built = build_and_forward(run, root, jobs)
+        dist = next((declared_dependency(whl, b.get("error", "")) for b in built.values() if not b.get("ok")), None)
+        if dist:
+            subprocess.run([run.python, "-m", "pip", "install", "-q", "--no-deps", "--target", str(EXTRA), dist],
+                           capture_output=True, timeout=600)
+            row["extra"] = dist
+            built = build_and_forward(run, root, jobs)
         for arch, _, _ in jobs:
             b = built.get(arch, {"ok": False, "error": "no result"})
             if b["ok"]:
                 row["archs"][arch].update(result="pass", params=b["params"], forward=b["forward"])
+                if row.get("extra"):
+                    row["archs"][arch]["note"] = f"with {row['extra']}, which this release requires"
             else:
                 row["archs"][arch].update(result="FAIL", reason=f"build/forward: {b['error']}")
     rev = run.mbpatch("revert", "--repo", root, "--json")
@@ -259,7 +294,8 @@ def _cell(r: Optional[Dict]) -> str:
         return "-"
     if r["result"] == "pass":
         g = f", {r['gflops']:.1f} GFLOPs" if r.get("gflops") else ""
-        return f"pass ({r['params'] / 1e6:.2f} M params{g})"
+        note = f"; {r['note']}" if r.get("note") else ""
+        return f"pass ({r['params'] / 1e6:.2f} M params{g}{note})"
     reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")
     reason = re.sub(r"^/\S+: ", "", reason)  # the checkout path is a temp folder
     return f"**{r['result']}**: {reason[:220]}"
@@ -330,6 +366,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mbpatch command")
     ap.add_argument("--online", action="store_true", help="do not isolate the builds from the network")
     ap.add_argument("--table-only", action="store_true", help="rewrite --out from the state file, sweep nothing")
+    ap.add_argument("--redo", default="", help="with --resume: comma-separated releases to sweep again")
     args = ap.parse_args(argv)
 
     archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
@@ -351,13 +388,15 @@ def main(argv=None) -> int:
             how = (f"{len(picked)} spread evenly over all {len(every)} releases from {every[0]} to {every[-1]}, plus every "
                    f"structural breakpoint release of `shared/ref/ultralytics-versions.md` and the release before each "
                    f"({len(marks & set(every))}; 8.0.7-8.0.34 were never published).")
-    state: Dict[str, Dict] = {r["version"]: r for r in saved.get("rows", [])}
+    redo = {v.strip() for v in args.redo.split(",") if v.strip()}
+    state: Dict[str, Dict] = {r["version"]: r for r in saved.get("rows", []) if r["version"] not in redo}
     if args.table_only:
         rows = [state[x] for x in versions if x in state]
         write_table(rows, Path(args.out), archs, saved["env"], len(rows) == len(versions), how, marks)
         print(f"wrote {args.out} from {state_path}: {len(rows)} of {len(versions)} releases")
         return 0
     env = environment(args.python)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed sweep still removes its temp folder
     run = Runner(args.python, offline=not args.online, timeout=args.timeout)
     print(f"sweeping {len(versions)} releases x {len(archs)} archs (network isolated: {bool(run.prefix)})", flush=True)
     with tempfile.TemporaryDirectory(prefix="mbpatch-sweep-") as tmp:

@@ -291,9 +291,10 @@ class MultiQueryAttention2d(nn.Module):
 
     def forward(self, x):
         b, _, h, w = x.shape
-        q = self.query(x).reshape(b, self.heads, self.key_dim, h * w).transpose(-1, -2)  # B, heads, HW, d
-        k = self.key(x).flatten(2).transpose(-1, -2).unsqueeze(1)  # B, 1, hw, d (shared by all heads)
-        v = self.value(x).flatten(2).transpose(-1, -2).unsqueeze(1)  # B, 1, hw, d
+        # contiguous (B, heads, tokens, dim) tensors: the fast attention kernels need the last dim dense
+        q = self.query(x).reshape(b, self.heads, self.key_dim, h * w).transpose(-1, -2).contiguous()
+        k = self.key(x).flatten(2).transpose(-1, -2).contiguous().unsqueeze(1)  # B, 1, hw', d: one head for all
+        v = self.value(x).flatten(2).transpose(-1, -2).contiguous().unsqueeze(1)  # B, 1, hw', d
         if hasattr(F, "scaled_dot_product_attention"):
             o = F.scaled_dot_product_attention(q, k, v)
         else:  # torch < 2.0

@@ -7,7 +7,6 @@ checkout: "zero bytes changed" and "identical bytes after revert" are checked fi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -291,6 +290,8 @@ def test_target_file_not_writable(ultralytics_checkout):
         line = one_line(proc)
         assert f"{TASKS}: [register]" in line and "not writable" in line and "make it writable" in line
         assert tree_digest(root) == before
+        doc = to_json(diagnose(str(root), environment=False))
+        assert any(c["item"] == "tasks" and c["verdict"] == "fail" and "not writable" in c["detail"] for c in doc["checks"])
     finally:
         subprocess.run(["chattr", "-i", str(tasks)], check=True)
 

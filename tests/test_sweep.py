@@ -24,7 +24,8 @@ def test_sweep_slice(tmp_path):
     assert "Swept on 20" in text and "(complete)" in text
     rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:4]] for ln in text.splitlines()
             if ln.startswith("| 8.")}
-    assert set(rows) == set(VERSIONS)
+    assert set(rows) == {"8.0.50 †", "8.2.103"}  # † marks a breakpoint release of the ref
+    rows = {k.rstrip(" †"): v for k, v in rows.items()}
     assert rows["8.0.50"][0].startswith("pass")
     assert rows["8.0.50"][1].startswith("**refused**") and "8.0.111" in rows["8.0.50"][1]
     assert rows["8.2.103"][0].startswith("pass") and rows["8.2.103"][1].startswith("pass")
