@@ -36,7 +36,7 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
 
 
 def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool,
-                 style: str = "backbone") -> Context:
+                 style: str = "backbone", weights: Optional[str] = None) -> Context:
     bb = lookup(backbone)
     if bb is None:
         known = ", ".join(sorted(CATALOG))
@@ -56,7 +56,16 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
     if style != "backbone" and co.kind != "yolov5":
         raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
                            file=str(co.root), step="style")
-    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MbpatchError("--weights: no such checkpoint file (pass a timm state dict saved locally)",
+                               file=str(weights), step="weights")
+        if co.kind != "ultralytics":
+            raise MbpatchError("--weights is supported for Ultralytics checkouts only in this release",
+                               file=str(co.root), step="weights")
+        weights = str(path.resolve())
+    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights)
     ctx.style = style  # yolov5: "backbone" (layer 0) or "blocks" (MobileNetV2 inverted-residual layers)
     verify_target(ctx)  # refuses up front an arch this release lacks (rtdetr before 8.0.111, yolo11 before 8.3.0)
     return ctx
@@ -117,17 +126,18 @@ def main():
 @click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
 @click.option("--style", default="backbone", show_default=True, type=click.Choice(["backbone", "blocks"]),
               help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
+@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
 @click.option("--python", "python", default=None, help="interpreter that builds the model (default: this one)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, nc, scale, head, rect_off, style, dry_run, no_verify, python, as_json):
+def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_run, no_verify, python, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     try:
         if arch.lower() not in ALL_ARCHS:  # before looking at the folder: the usage error comes first
             raise MbpatchError(f"unknown --arch '{arch}'; choose one of: {', '.join(ALL_ARCHS)}", file=str(repo), step="arch")
         co = detect(repo)
-        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style)
+        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style, weights)
         recipes = kind_recipes(co.kind).RECIPES
         with engine.Lock(co.root):
             Journal(co.root).load()  # refuse up front a journal we cannot extend (corrupted, or from a newer mbpatch)
@@ -143,7 +153,7 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, dry_run, no_ve
                 else:
                     report.dump(doc)
                 return
-            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head, style=style,
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head, style=style, weights=ctx.weights,
                         recipes={s.recipe: s.status for s in p.steps})
             engine.write(p, meta)
         if not as_json:

@@ -60,6 +60,7 @@ class Context:
     scale: str = "n"
     head: str = "stock"  # rtdetr neck: "stock" (RepC3 e=1.0, 6 decoder layers) or "light" (e=0.5, 3 layers)
     rect_off: bool = False  # the user asked for rect=False in training/validation loaders
+    weights: Optional[str] = None  # absolute path of a timm checkpoint the backbone loads when built
     style: str = "backbone"  # YOLOv5 only: "backbone" (whole backbone at layer 0) or "blocks" (per-block MobileNetV2)
 
 

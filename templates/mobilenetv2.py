@@ -137,6 +137,9 @@ class MobileNetV2(nn.Module):
     """
 
     arch = STAGES
+    # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
+    # AddModules/__init__.py, so the model yaml needs no path argument.
+    default_weights = None
 
     def __init__(self, weights=None):
         super().__init__()
@@ -158,6 +161,7 @@ class MobileNetV2(nn.Module):
         self.width_list = [self.arch[i][-1] for i in self.out_indices]
         self.channel = self.width_list
         self._init_weights()
+        weights = self.default_weights if weights is None else weights
         if weights is not None:
             load_timm_weights(self, weights)
 

@@ -337,9 +337,14 @@ class MobileNetV4(nn.Module):
     """
 
     arch = None
+    # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
+    # AddModules/__init__.py, so the model yaml needs no path argument.
+    default_weights = None
 
     def __init__(self, weights=None):
         super().__init__()
+        if self.arch is None:
+            raise TypeError("MobileNetV4 needs an `arch` table: use MobileNetV4ConvSmall, ... or subclass it")
         arch = self.arch
         act = arch["act"]
         self.conv_stem = nn.Conv2d(3, arch["stem"], 3, 2, 1, bias=False)
@@ -355,6 +360,7 @@ class MobileNetV4(nn.Module):
         self.width_list = [stage[-1][1]["out_chs"] for stage in arch["stages"]]
         self.channel = self.width_list
         self._init_weights()
+        weights = self.default_weights if weights is None else weights
         if weights is not None:
             load_timm_weights(self, weights)
 

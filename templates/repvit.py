@@ -214,9 +214,14 @@ class RepViT(nn.Module):
     """
 
     variant = None
+    # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
+    # AddModules/__init__.py, so the model yaml needs no path argument.
+    default_weights = None
 
     def __init__(self, weights=None):
         super().__init__()
+        if self.variant not in ARCHS:
+            raise TypeError(f"RepViT needs a `variant` from {sorted(ARCHS)}: use RepViTM1, ... or subclass it")
         widths, depths, legacy = ARCHS[self.variant]
         self.stem = RepVitStem(3, widths[0])
         stages, in_dim = [], widths[0]
@@ -226,6 +231,7 @@ class RepViT(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.width_list = list(widths)
         self.channel = self.width_list
+        weights = self.default_weights if weights is None else weights
         if weights is not None:
             load_timm_weights(self, weights)
 

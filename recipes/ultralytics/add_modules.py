@@ -4,6 +4,10 @@ Targets (new files): `ultralytics/nn/AddModules/<family>.py` (the template, copi
 header) and `ultralytics/nn/AddModules/__init__.py`, which imports the backbone's names from it. Every
 release from 8.0.0 has `ultralytics/nn/`.
 
+With `--weights FILE`: a line `<Class>.default_weights = "<FILE>"` in `AddModules/__init__.py`, so every
+build of the model loads that timm checkpoint (the templates read `default_weights` when no `weights`
+argument is given); a later apply with another file replaces the path.
+
 Already applied: `AddModules/__init__.py` already imports every name of the backbone (from our file, or from
 a file the user wrote following a tutorial: theirs is kept, never overwritten).
 Refused: `AddModules/<family>.py` exists, is not mbpatch's and does not define the backbone's names.
@@ -16,6 +20,7 @@ from __future__ import annotations
 from typing import List, Mapping, Optional, Sequence
 
 import libcst as cst
+import libcst.matchers as m
 
 from .. import ALREADY, APPLIED, Context, Outcome, Recipe, RecipeError
 from ..cst_anchors import MARK
@@ -56,6 +61,21 @@ def defined_names(module: cst.Module) -> List[str]:
     return out
 
 
+def set_default_weights(init: cst.Module, cls: str, path: str) -> str:
+    """The text of `init` with `<cls>.default_weights = "<path>"` (replaced if present, else appended)."""
+    target = m.Assign(targets=[m.AssignTarget(m.Attribute(value=m.Name(cls), attr=m.Name("default_weights")))])
+    value = cst.SimpleString(repr(path))
+    for s in init.body:
+        if m.matches(s, m.SimpleStatementLine(body=[target])):
+            old = s.body[0].value
+            if isinstance(old, cst.SimpleString) and old.evaluated_value == path:
+                return init.code
+            return init.deep_replace(old, value).code
+    line = f"{cls}.default_weights = {value.value}  {MARK} --weights: a timm checkpoint loaded at every build\n"
+    code = init.code
+    return code + ("" if code.endswith("\n") or not code else "\n") + line
+
+
 def template_text(ctx: Context) -> str:
     return HEADER.format(mark=MARK, family=ctx.backbone.family) + ctx.backbone.source()
 
@@ -87,7 +107,7 @@ class AddModules(Recipe):
                 if exported is None and sources.get(src_path) is None:
                     pass  # a star import alone proves nothing about this backbone: add our file
                 else:
-                    return Outcome(ALREADY, f"{init_path} exports {names[0]}")
+                    return self._weights(ctx, init_path, init_text, {}, f"{init_path} exports {names[0]}")
         changes = {}
         existing = sources.get(src_path)
         if existing is None:
@@ -105,4 +125,13 @@ class AddModules(Recipe):
         else:
             changes[init_path] = init_text + ("" if init_text.endswith("\n") or not init_text else "\n") + line
         kept = "" if src_path in changes else " (kept the existing source file)"
-        return Outcome(APPLIED, f"{names[0]} exported from {_folder(ctx)}{kept}", changes)
+        return self._weights(ctx, init_path, changes[init_path], changes, f"{names[0]} exported from {_folder(ctx)}{kept}")
+
+    def _weights(self, ctx: Context, init_path: str, init_text: str, changes, detail: str) -> Outcome:
+        """Add or update `<Class>.default_weights = "<file>"` when --weights was given."""
+        if ctx.weights:
+            new = set_default_weights(_parse(init_text, init_path), ctx.backbone.cls, ctx.weights)
+            if new != init_text:
+                changes = {**changes, init_path: new}
+                detail += f"; loads {ctx.weights}"
+        return Outcome(APPLIED if changes else ALREADY, detail, changes)
