@@ -110,7 +110,7 @@ class ModuleRecipe(Recipe):
         try:
             module = parse(sources[path])
         except cst.ParserSyntaxError as e:
-            raise RecipeError(f"syntax error at line {e.raw_line}: fix the file first ({e.message})") from None
+            raise RecipeError(f"syntax error at line {e.editor_line}: fix the file first ({e.message})") from None
         new, status, detail = self.transform(module, ctx)
         if status == APPLIED:
             code = new.code

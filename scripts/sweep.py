@@ -248,6 +248,8 @@ def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
             res.update(result="refused" if not touched else "FAIL", reason=doc.get("error", ""), step=doc.get("step"))
             if touched:
                 res["reason"] = f"refused but changed {', '.join(touched[:5])}: {res['reason']}"
+            elif "has no stock" in res["reason"] and not any(root.rglob("yolov8*.yaml")):
+                res["note"] = "this release's wheel ships no model yaml files at all"
             continue
         if proc.returncode != 0:
             res.update(result="FAIL", reason=f"apply exit {proc.returncode}: {doc.get('error', '')}")
@@ -298,7 +300,8 @@ def _cell(r: Optional[Dict]) -> str:
         return f"pass ({r['params'] / 1e6:.2f} M params{g}{note})"
     reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")
     reason = re.sub(r"^/\S+: ", "", reason)  # the checkout path is a temp folder
-    return f"**{r['result']}**: {reason[:220]}"
+    note = f" ({r['note']})" if r.get("note") else ""
+    return f"**{r['result']}**: {reason[:220]}{note}"
 
 
 def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool, how: str, marks=frozenset()) -> None:

@@ -36,7 +36,7 @@ def _parse(text: str, path: str) -> cst.Module:
     try:
         return cst.parse_module(text)
     except cst.ParserSyntaxError as e:
-        raise RecipeError(f"syntax error at line {e.raw_line} of {path}: fix it first") from None
+        raise RecipeError(f"syntax error at line {e.editor_line} of {path}: fix it first") from None
 
 
 def exported_names(init: cst.Module) -> Optional[List[str]]:
