@@ -39,7 +39,7 @@ def source_file(path: str, text: str, names: Sequence[str], sources: Mapping[str
     try:
         defined = defined_names(cst.parse_module(existing))
     except cst.ParserSyntaxError as e:
-        raise RecipeError(f"{path} exists and has a syntax error at line {e.raw_line}; fix or remove it") from None
+        raise RecipeError(f"{path} exists and has a syntax error at line {e.editor_line}; fix or remove it") from None
     missing = [n for n in names if n not in defined]
     if missing:
         raise RecipeError(
