@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import click
 from rich.markup import escape
@@ -98,8 +98,11 @@ def training_snippet(ctx: Context, target: Target) -> str:
     return f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="coco8.yaml", epochs=100, imgsz=640)'
 
 
-def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict) -> int:
+def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, patched: Optional[Path] = None) -> int:
+    """Build stock and patched models (the yaml the arch's recipes write, or `patched`) and report them."""
     target = verify_target(ctx)
+    if patched is not None:
+        target.patched = patched
     t0 = time.perf_counter()
     result = run_verify(target, python)
     result["wall_s"] = time.perf_counter() - t0
@@ -247,15 +250,7 @@ def verify(repo, model_yaml, python, as_json):
         doc: Dict = dict(ok=True, command="verify")
         if model_yaml:
             ctx.arch = _arch_of(model_yaml, co.kind)
-            target = verify_target(ctx)
-            target.patched = Path(model_yaml).resolve()
-            result = run_verify(target, python)
-            doc["verification"] = result
-            if not as_json:
-                report.verification(result, str(target.patched), training_snippet(ctx, target))
-            code = 0 if result.get("ok") else 1
-        else:
-            code = do_verify(ctx, python, as_json, doc)
+        code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)

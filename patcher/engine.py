@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover (Windows)
 from . import MbpatchError
 from .checkout import Checkout
 from .journal import TMP_SUFFIX, Journal, _hook, atomic_write, sha256
-from .recipes import ALREADY, APPLIED, NOT_NEEDED, Context, Recipe, RecipeError
+from .recipes import Context, Recipe, RecipeError
 
 
 @dataclass

@@ -93,19 +93,23 @@ def _measure(cls, cfg, scale, nc, summary):
         info["forward"]["640x480"] = _shapes(model(torch.zeros(1, 3, 480, 640)))
     info["forward_s"] = time.perf_counter() - t0
     if summary:
-        rows, depth = cfg["backbone"] + cfg["head"], _depth(cfg, scale)
-        info["summary"] = [
-            {
-                "i": int(m.i),
-                "from": m.f,
-                "n": (max(round(r[1] * depth), 1) if r[1] > 1 else r[1]),
-                "params": sum(p.numel() for p in m.parameters()),
-                "module": str(getattr(m, "type", type(m).__name__)),
-                "args": str(r[3]),
-            }
-            for m, r in zip(model.model, rows)
-        ]
+        info["summary"] = _summary(model, cfg["backbone"] + cfg["head"], _depth(cfg, scale))
     return info
+
+
+def _summary(model, rows, depth):
+    """The layer table Ultralytics and YOLOv5 print: index, from, n (after the depth gain), params, module, args."""
+    return [
+        {
+            "i": int(m.i),
+            "from": m.f,
+            "n": (max(round(r[1] * depth), 1) if r[1] > 1 else r[1]),
+            "params": sum(p.numel() for p in m.parameters()),
+            "module": str(getattr(m, "type", type(m).__name__)),
+            "args": str(r[3]),
+        }
+        for m, r in zip(model.model, rows)
+    ]
 
 
 def _summary_lines(prefix):
@@ -161,18 +165,7 @@ def _measure_yolov5(cls, path, nc, summary, lines):
     info["forward_s"] = time.perf_counter() - t0
     if summary:
         d = model.yaml
-        rows, depth = d["backbone"] + d["head"], d.get("depth_multiple", 1.0)
-        info["summary"] = [
-            {
-                "i": int(m.i),
-                "from": m.f,
-                "n": (max(round(r[1] * depth), 1) if r[1] > 1 else r[1]),
-                "params": sum(p.numel() for p in m.parameters()),
-                "module": str(getattr(m, "type", type(m).__name__)),
-                "args": str(r[3]),
-            }
-            for m, r in zip(model.model, rows)
-        ]
+        info["summary"] = _summary(model, d["backbone"] + d["head"], d.get("depth_multiple", 1.0))
     return info
 
 

@@ -26,7 +26,7 @@ import libcst.matchers as m
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
 from ..cst_anchors import module_function, parse_model_loop
-from ..ultralytics.register import _chain_branches, _chain_start, _name_elements
+from ..backbone_branch import chain_branches, chain_start, name_elements
 from .layout import BLOCK_CLASS, BLOCK_MODULE, BLOCKS, ensure_import, not_this_style
 
 _C1_C2 = m.Assign(targets=[m.AssignTarget(m.Tuple(elements=[m.Element(m.Name("c1")), m.Element(m.Name("c2"))]))])
@@ -34,7 +34,7 @@ _C1_C2 = m.Assign(targets=[m.AssignTarget(m.Tuple(elements=[m.Element(m.Name("c1
 
 def channel_scaled_branch(chain: cst.If) -> cst.If:
     """The branch of the chain whose body starts the channel rule with `c1, c2 = ...`."""
-    for branch in _chain_branches(chain):
+    for branch in chain_branches(chain):
         if m.findall(branch.body, _C1_C2) and m.matches(
             branch.test, m.Comparison(left=m.Name("m"), comparisons=[m.ComparisonTarget(operator=m.In())])
         ):
@@ -81,9 +81,9 @@ class BlockRegister(ModuleRecipe):
         fn = module_function(module, "parse_model")
         _, loop = parse_model_loop(fn)
         body = list(loop.body.body)
-        k = _chain_start(body)
+        k = chain_start(body)
         branch = channel_scaled_branch(body[k])
-        if BLOCK_CLASS not in _name_elements(branch.test.comparisons[0].comparator):
+        if BLOCK_CLASS not in name_elements(branch.test.comparisons[0].comparator):
             body[k] = body[k].deep_replace(branch, with_member(branch, BLOCK_CLASS))
             module = module.deep_replace(loop, loop.with_changes(body=loop.body.with_changes(body=tuple(body))))
             done.append(f"{BLOCK_CLASS} in the channel-scaled set")

@@ -34,29 +34,11 @@ INVALID (before): `NameError: name 'RepViTM1' is not defined` from `eval(m)`.
 
 from __future__ import annotations
 
-from typing import List
-
 import libcst as cst
-import libcst.matchers as m
 
-from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import MARK, is_assign_to, module_function, parse_model_loop, stmt
-from ..ultralytics.register import _chain_branches, _chain_start, _name_elements, _sets_backbone
+from .. import ALREADY, APPLIED, Context, ModuleRecipe
+from ..backbone_branch import ensure_backbone_branch
 from .layout import BACKBONE, ensure_import, not_this_style
-
-_T_IS_M = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name("t"))], value=m.Name("m"))])
-
-
-def add_names(chain: cst.If, branch: cst.If, names: List[str]) -> cst.If:
-    """Add `names` to the literal collection `branch` tests (`if m in {...}`), keeping its other elements."""
-    coll = branch.test.comparisons[0].comparator
-    if not isinstance(coll, (cst.Set, cst.Tuple, cst.List)):
-        raise RecipeError(f"the backbone branch of parse_model does not test a literal set; add {', '.join(names)} by hand")
-    elems = [e.with_changes(comma=cst.MaybeSentinel.DEFAULT) for e in coll.elements]
-    elems += [cst.Element(cst.Name(n)) for n in names]
-    new_test = branch.test.with_changes(comparisons=[branch.test.comparisons[0].with_changes(comparator=cst.Set(elements=elems))])
-    return chain.deep_replace(branch.test, new_test)
-
 
 class Register(ModuleRecipe):
     name = "register"
@@ -69,44 +51,9 @@ class Register(ModuleRecipe):
 
     def transform(self, module: cst.Module, ctx: Context):
         names = list(ctx.backbone.names)
-        done: List[str] = []
         module, changed = ensure_import(module, ctx.backbone.family, names, "backbone added by mbpatch")
-        if changed:
-            done.append("import")
-
-        fn = module_function(module, "parse_model")
-        k_loop, loop = parse_model_loop(fn)
-        fn_body = list(fn.body.body)
-        loop_body = list(loop.body.body)
-
-        if not any(is_assign_to("backbone")(s) for s in fn_body[:k_loop]):
-            fn_body.insert(k_loop, stmt(f"backbone = False  {MARK} becomes True at the backbone layer\n"))
-            k_loop += 1
-            done.append("flag")
-        if not any(m.matches(s, _T_IS_M) for s in loop_body):
-            loop_body.insert(0, stmt(f"t = m  {MARK} the yaml name, shown in the summary for a backbone\n"))
-            done.append("t = m")
-
-        k = _chain_start(loop_body)
-        chain = loop_body[k]
-        ours = [b for b in _chain_branches(chain) if _sets_backbone(b)]
-        if ours:
-            have = _name_elements(ours[0].test.comparisons[0].comparator)
-            missing = [n for n in names if n not in have]
-            if missing:
-                loop_body[k] = add_names(chain, ours[0], missing)
-                done.append("names " + ", ".join(missing))
-        else:
-            new = stmt(
-                f"if m in {{{', '.join(names)}}}:  {MARK} a backbone returns a list of feature maps\n"
-                "    m = m(*args)\n    c2 = m.width_list\n    backbone = True\n"
-            )
-            loop_body[k] = new.with_changes(orelse=chain.with_changes(leading_lines=()), leading_lines=chain.leading_lines)
-            done.append("branch")
-
+        module, done = ensure_backbone_branch(module, names)
+        done = (["import"] if changed else []) + done
         if not done:
             return module, ALREADY, "import, flag, yaml name and branch present"
-        loop = loop.with_changes(body=loop.body.with_changes(body=tuple(loop_body)))
-        fn_body[k_loop] = loop
-        new_fn = fn.with_changes(body=fn.body.with_changes(body=tuple(fn_body)))
-        return module.deep_replace(fn, new_fn), APPLIED, "added " + "; ".join(done)
+        return module, APPLIED, "added " + "; ".join(done)
