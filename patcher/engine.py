@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover (Windows)
 from . import MbpatchError
 from .checkout import Checkout
 from .journal import TMP_SUFFIX, Journal, _hook, atomic_write, sha256
-from .recipes import Context, Recipe, RecipeError
+from .recipes import Context, Recipe, RecipeError, Sources
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _blame(e: RecipeError, targets: List[str], default: str) -> str:
 def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
     co: Checkout = ctx.checkout
     originals: Dict[str, Optional[bytes]] = {}
-    texts: Dict[str, Optional[str]] = {}
+    texts = Sources()
     steps: List[Step] = []
     for recipe in recipes:
         try:
@@ -97,18 +97,21 @@ def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
             data = path.read_bytes() if path.is_file() else None
             originals[rel] = data
             try:
-                texts[rel] = None if data is None else data.decode("utf-8")
+                texts.set_text(rel, None if data is None else data.decode("utf-8"))
             except UnicodeDecodeError:
                 raise MbpatchError("is not UTF-8 text; cannot patch it", file=rel, step=recipe.name) from None
         try:
-            outcome = recipe.run(ctx, dict(texts))
+            outcome = recipe.run(ctx, texts)
         except RecipeError as e:
             raise MbpatchError(str(e), file=_blame(e, targets, str(co.root)), step=recipe.name) from None
-        for rel, text in outcome.changes.items():
+        for rel, text in outcome.texts.items():
             _inside(co, rel)
-            texts[rel] = text
-        steps.append(Step(recipe.name, recipe.step, outcome.status, outcome.detail, sorted(outcome.changes)))
-    result = Plan(co, steps, originals, texts)
+            texts.set_text(rel, text)
+        for rel, module in outcome.modules.items():
+            _inside(co, rel)
+            texts.set_module(rel, module)
+        steps.append(Step(recipe.name, recipe.step, outcome.status, outcome.detail, sorted({**outcome.texts, **outcome.modules})))
+    result = Plan(co, steps, originals, dict(texts.items()))
     for rel, data in result.changes.items():
         if rel.endswith(".py"):
             try:

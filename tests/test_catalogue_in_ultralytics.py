@@ -1,8 +1,8 @@
 """Every backbone of the catalogue inside RT-DETR and YOLOv8 on the newest Ultralytics in the cache.
 
 All 28 applies stack on one checkout (a stress test of the journal too); one process then builds each
-model with the checkout's own code and runs it at 640x640, 640x480, 480x640 and 320x320 in eval mode and
-with batch 2 in train mode; finally one revert gives back the original bytes.
+model with the checkout's own code and runs it at 640x640, 640x480, 480x640 and 320x320 in eval mode, and
+with batch 2 in eval and in train mode (with a backward pass); finally one revert gives back the original bytes.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ for path, kind in json.loads(sys.argv[2]):
     with torch.no_grad():
         for h, w in ((640, 640), (480, 640), (640, 480), (320, 320)):
             shapes[f"{w}x{h}"] = list(first(model(torch.zeros(1, 3, h, w))).shape)
+        shapes["eval 2x320x320"] = list(first(model(torch.rand(2, 3, 320, 320))).shape)
     model.train()
     out = first(model(torch.rand(2, 3, 320, 320)))
     out.float().sum().backward()  # the training graph reaches the backbone
@@ -76,7 +77,9 @@ def test_every_backbone_builds_in_rtdetr_and_yolov8(ultralytics_checkout):
         if "rtdetr" in path.rsplit("/", 1)[-1]:
             # eval: 300 queries, x1y1x2y2 + score + class (8.4 post-processes in the head); train: decoder boxes
             assert all(s[1] == 300 for k, s in shapes.items() if not k.startswith("train")), (path, shapes)
+            assert shapes["eval 2x320x320"][0] == 2, (path, shapes)
         else:  # one prediction per cell of the stride-8/16/32 grids, 4 box + 80 class channels
+            assert shapes.pop("eval 2x320x320") == [2, 84, 40 * 40 + 20 * 20 + 10 * 10], (path, shapes)
             for key, s in shapes.items():
                 if key.startswith("train"):
                     continue

@@ -17,6 +17,8 @@ INVALID: stride = max(int(model.stride.max()), 32) if hasattr(model, 'stride') e
 
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 import libcst.matchers as m
 
@@ -27,10 +29,26 @@ _STRIDE = m.Assign(targets=[m.AssignTarget(m.Name("stride"))])
 _FULL_SIZE = m.Tuple(elements=[m.ZeroOrMore(), m.StarredElement(m.Name("imgsz")), m.ZeroOrMore()])
 
 
+def _full_size_input(fn) -> bool:
+    """`ast` twin of _FULL_SIZE: a tuple holding `*imgsz` somewhere in the function."""
+    return any(isinstance(t, ast.Tuple) and any(isinstance(e, ast.Starred) and isinstance(e.value, ast.Name)
+                                                and e.value.id == "imgsz" for e in t.elts) for t in ast.walk(fn))
+
+
 class FlopsStride(ModuleRecipe):
     name = "flops_stride"
     step = "get_flops profiles at 640 instead of the 32x32 stride"
     role = "torch_utils"
+
+    def precheck(self, text, ctx):
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            return None  # transform reports it
+        fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_flops"]
+        if len(fns) == 1 and _full_size_input(fns[0]):
+            return NOT_NEEDED, "get_flops already profiles the full image size"
+        return None
 
     def transform(self, module: cst.Module, ctx: Context):
         fn = module_function(module, "get_flops")

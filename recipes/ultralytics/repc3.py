@@ -15,6 +15,8 @@ INVALID: self.cv1 = Conv(c1, c2, 1, 1)
 
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 import libcst.matchers as m
 
@@ -44,6 +46,25 @@ class RepC3Hidden(ModuleRecipe):
             return None
         return {attr: any(len(a.value.args) > 1 and m.matches(a.value.args[1].value, m.Name("c_"))
                           for a in m.findall(cls, _conv_assign(attr))) for attr in ("cv1", "cv2")}
+
+    def precheck(self, text, ctx):
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            return None  # transform reports it
+        classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RepC3"]
+        if not classes:
+            return NOT_NEEDED, "this release has no RepC3"
+        seconds = [
+            node.value.args[1]
+            for node in ast.walk(classes[0])
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Attribute)
+            and node.targets[0].attr in ("cv1", "cv2") and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == "Conv" and len(node.value.args) > 1
+        ]
+        if len(seconds) == 2 and all(isinstance(a, ast.Name) and a.id == "c_" for a in seconds):
+            return ALREADY, "cv1 and cv2 already output c_"
+        return None
 
     def transform(self, module: cst.Module, ctx: Context):
         cls = class_def(module, "RepC3")
