@@ -68,11 +68,18 @@ def _shapes(out):
 
 
 def _measure(cls, cfg, scale, nc, summary):
-    import torch
-
     t0 = time.perf_counter()
     model = cls(cfg=cfg, nc=nc, verbose=False)
-    build_s = time.perf_counter() - t0
+    info = _run(model, time.perf_counter() - t0)
+    if summary:
+        info["summary"] = _summary(model, cfg["backbone"] + cfg["head"], _depth(cfg, scale))
+    return info
+
+
+def _run(model, build_s, extra=None):
+    """Size, GFLOPs at 640 and output shapes of a built model, in eval mode: 640x640, 640x480 and `extra`."""
+    import torch
+
     model.eval()
     info = {
         "layers": len(list(model.modules())),
@@ -91,9 +98,9 @@ def _measure(cls, cfg, scale, nc, summary):
         info["forward"] = {"640x640": captured["out"]}
         hook.remove()
         info["forward"]["640x480"] = _shapes(model(torch.zeros(1, 3, 480, 640)))
+        for name, shape in (extra or {}).items():
+            info["forward"][name] = _shapes(model(torch.zeros(shape)))
     info["forward_s"] = time.perf_counter() - t0
-    if summary:
-        info["summary"] = _summary(model, cfg["backbone"] + cfg["head"], _depth(cfg, scale))
     return info
 
 
@@ -136,33 +143,12 @@ def _summary_lines(prefix):
 
 
 def _measure_yolov5(cls, path, nc, summary, lines):
-    import torch
-
     t0 = time.perf_counter()
     seen = len(lines)
     model = cls(path, ch=3, nc=nc)
-    build_s = time.perf_counter() - t0
-    model.eval()
-    info = {
-        "layers": len(list(model.modules())),
-        "params": sum(p.numel() for p in model.parameters()),
-        "build_s": build_s,
-        "yolov5_summary": lines[-1] if len(lines) > seen else None,
-    }
-    t0 = time.perf_counter()
-    captured = {}
-    hook = model.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", _shapes(out)))
-    with torch.no_grad():
-        gflops, thop_version = _gflops(model, (1, 3, 640, 640))
-        if gflops is None:
-            model(torch.zeros(1, 3, 640, 640))
-        info["gflops"], info["thop"] = gflops, thop_version
-        info["forward"] = {"640x640": captured["out"]}
-        hook.remove()
-        info["forward"]["640x480"] = _shapes(model(torch.zeros(1, 3, 480, 640)))
-        # validation batches are rect (pad 0.5): non-square, long side 672 at imgsz 640
-        info["forward"]["2x672x512"] = _shapes(model(torch.zeros(2, 3, 672, 512)))
-    info["forward_s"] = time.perf_counter() - t0
+    # YOLOv5 validation batches are rect (pad 0.5): non-square, long side 672 at imgsz 640
+    info = _run(model, time.perf_counter() - t0, extra={"2x672x512": (2, 3, 672, 512)})
+    info["yolov5_summary"] = lines[-1] if len(lines) > seen else None
     if summary:
         d = model.yaml
         info["summary"] = _summary(model, d["backbone"] + d["head"], d.get("depth_multiple", 1.0))

@@ -139,6 +139,18 @@ def _rows(text: str, section: str) -> List[str]:
     return rows
 
 
+def remap_from(f, stock_i: int, new_i: int, new_index: Dict[int, int], stock_path: str):
+    """A stock row's `from` (int or list) for its new position `new_i`: absolute stock indexes are mapped
+    through `new_index`; a relative one stays relative while it still points at the same layer."""
+    if isinstance(f, list):
+        return [remap_from(x, stock_i, new_i, new_index, stock_path) for x in f]
+    target = stock_i + f if f < 0 else f
+    if target not in new_index:
+        raise RecipeError(f"{stock_path}: layer {stock_i} reads stock layer {target}, which has no place in the new model")
+    j = new_index[target]
+    return f if f < 0 and new_i + f == j else j
+
+
 def render(ctx: Context, stock_text: str, stock_path: str) -> str:
     spec = ARCHS[ctx.arch]
     d = yaml.safe_load(stock_text)
@@ -157,13 +169,7 @@ def render(ctx: Context, stock_text: str, stock_path: str) -> str:
         new_index[spec.backbone_len + k] = first_head + k
 
     def remap(f, stock_i: int, new_i: int):
-        if isinstance(f, list):
-            return [remap(x, stock_i, new_i) for x in f]
-        target = stock_i + f if f < 0 else f
-        if target not in new_index:
-            raise RecipeError(f"{stock_path}: layer {stock_i} reads stock layer {target}, which has no place in the new model")
-        j = new_index[target]
-        return f if f < 0 and new_i + f == j else j
+        return remap_from(f, stock_i, new_i, new_index, stock_path)
 
     out = [
         f"{MARK} {ctx.arch} with the {ctx.backbone.id} backbone, generated from {stock_path.rsplit('/', 1)[-1]}.",

@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 import yaml
 
 from .. import RecipeError
+from ..ultralytics.model_yaml import remap_from
 
 Row = list  # [from, number, module, args]
 
@@ -79,13 +80,7 @@ def reindex(d: Dict, path: str, new_for_stride: Dict[int, int], tail_at: int) ->
         new_index[nb + j] = first_head + j
 
     def remap(f, stock_i: int, new_i: int):
-        if isinstance(f, list):
-            return [remap(x, stock_i, new_i) for x in f]
-        target = stock_i + f if f < 0 else f
-        if target not in new_index:
-            raise RecipeError(f"{path}: layer {stock_i} reads stock layer {target}, which has no place in the new model")
-        j = new_index[target]
-        return f if f < 0 and new_i + f == j else j
+        return remap_from(f, stock_i, new_i, new_index, path)
 
     def moved(stock_i: int) -> Tuple[int, Row]:
         f, n, module, args = (d["backbone"] + d["head"])[stock_i]
