@@ -65,8 +65,7 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
             raise MbpatchError("--weights is supported for Ultralytics checkouts only in this release",
                                file=str(co.root), step="weights")
         weights = str(path.resolve())
-    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights)
-    ctx.style = style  # yolov5: "backbone" (layer 0) or "blocks" (MobileNetV2 inverted-residual layers)
+    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style)
     verify_target(ctx)  # refuses up front an arch this release lacks (rtdetr before 8.0.111, yolo11 before 8.3.0)
     return ctx
 
