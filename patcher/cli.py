@@ -61,9 +61,9 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
         if not path.is_file():
             raise MbpatchError("--weights: no such checkpoint file (pass a timm state dict saved locally)",
                                file=str(weights), step="weights")
-        if co.kind != "ultralytics":
-            raise MbpatchError("--weights is supported for Ultralytics checkouts only in this release",
-                               file=str(co.root), step="weights")
+        if style != "backbone":
+            raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
+                               file=str(weights), step="weights")
         weights = str(path.resolve())
     ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style)
     verify_target(ctx)  # refuses up front an arch this release lacks (rtdetr before 8.0.111, yolo11 before 8.3.0)

@@ -118,6 +118,7 @@ class Target:
     rect_off: bool = False
     style: str = "backbone"  # yolov5: "backbone" or "blocks"
     yaml: Optional[str] = None  # a model yaml of this checkout that uses the backbone
+    weights: Optional[str] = None  # the --weights checkpoint of that apply
 
 
 def _yaml_users(co: Checkout) -> List[Target]:
@@ -166,7 +167,8 @@ def _targets(co: Checkout, entries: List[Dict]) -> List[Target]:
         if bb is not None:
             out.append(Target(bb, str(e.get("arch")), f"journal entry {e.get('id')}", int(e.get("nc", 80)),
                               str(e.get("scale", "n")), str(e.get("head", "stock")),
-                              (e.get("recipes") or {}).get("rect_off") in (APPLIED, ALREADY), str(e.get("style", "backbone"))))
+                              (e.get("recipes") or {}).get("rect_off") in (APPLIED, ALREADY), str(e.get("style", "backbone")),
+                              weights=e.get("weights")))
     out += _yaml_users(co)
     seen, unique = set(), []
     for t in out:
@@ -249,8 +251,8 @@ def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
     cache: Dict[str, Optional[str]] = {}
     groups = []
     for t in _targets(co, entries):
-        ctx = Context(co, t.backbone, t.arch, nc=t.nc, scale=t.scale, head=t.head, rect_off=t.rect_off)
-        ctx.style = t.style
+        ctx = Context(co, t.backbone, t.arch, nc=t.nc, scale=t.scale, head=t.head, rect_off=t.rect_off,
+                      weights=t.weights, style=t.style)
         rows = [_recipe_state(r, ctx, co, cache) for r in mod.RECIPES]
         group = {"backbone": t.backbone.id, "arch": t.arch, "source": t.source, "yaml": t.yaml, "steps": rows}
         groups.append(group)

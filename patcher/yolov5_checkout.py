@@ -77,6 +77,7 @@ def _build(root: Path, package: Path, prefix: str, star: bool, source: str) -> C
         "yolo": f"{rel}models/yolo.py",
         "common": f"{rel}models/common.py",
         "torch_utils": _first(root, f"{rel}utils/torch_utils.py"),
+        "train": _first(root, f"{rel}train.py"),
         "models_dir": f"{rel}models",
     }
     label = _structure(source, star)

@@ -76,7 +76,8 @@ def test_patched_checkout_shadowed_by_installed_copy(ultralytics_checkout, tmp_p
     doc = json.loads(proc.stdout)
     assert states(doc) == {"add_modules": "applied", "register": "applied", "channel_index": "applied",
                            "predict_once": "applied", "rtdetr_predict": "applied", "repc3": "applied",
-                           "flops_stride": "not needed", "rect_off": "not needed", "model_yaml": "applied"}
+                           "flops_stride": "not needed", "rect_off": "not needed", "stride_probe": "not needed",
+                           "model_yaml": "applied"}
     assert doc["recipes"][0]["source"] == "journal entry 1"
     shadow = check(doc, "import ultralytics", "shadowing")
     if installed:  # the usual case: mbpatch's own environment has Ultralytics installed
@@ -233,10 +234,8 @@ def test_git_status_is_reported(ultralytics_checkout):
 
 def test_yolov5_git_checkout_shadowing_of_models(tmp_path):
     """In a YOLOv5 clone the package is the top-level `models`: doctor asks where `import models` goes."""
-    try:
-        from conftest_yolov5 import make_checkout
-    except ImportError:
-        pytest.skip("YOLOv5 fixtures are not available")
+    from conftest_yolov5 import make_checkout
+
     root = make_checkout(tmp_path, "7.0.14", "git")
     doc = doctor_json(root)
     assert doc["checkout"]["kind"] == "yolov5" and doc["checkout"]["layout"] == "git"

@@ -9,6 +9,7 @@ from .rect_off import RectOff
 from .register import Register
 from .repc3 import RepC3Hidden
 from .rtdetr_predict import RtdetrPredict
+from .stride_probe import StrideProbe
 
 RECIPES = [
     AddModules(),
@@ -19,6 +20,7 @@ RECIPES = [
     RepC3Hidden(),
     FlopsStride(),
     RectOff(),
+    StrideProbe(),
     ModelYaml(),
 ]
 ARCHS = ("rtdetr", "yolov8", "yolo11")

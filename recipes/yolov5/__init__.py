@@ -25,8 +25,10 @@ from .flops import Flops
 from .forward_once import ForwardOnce
 from .layout import BACKBONE, BLOCK_BACKBONES, BLOCKS, STYLES, prefix_of, style
 from .model_yaml import ModelYaml, stock_path
+from .optimizer_groups import OptimizerGroups
 from .model_yaml import out_path as backbone_out
 from .register import Register
+from .stride_probe import StrideProbe
 
 RECIPES = [
     AddModules(),
@@ -34,6 +36,8 @@ RECIPES = [
     ChannelIndex(),
     ForwardOnce(),
     Flops(),
+    OptimizerGroups(),
+    StrideProbe(),
     ModelYaml(),
     BlockModule(),
     BlockRegister(),

@@ -11,6 +11,10 @@ Already applied: the file exists with our text, or a file of that name (yours, w
 tutorial) defines every name of the backbone; it is kept, never overwritten.
 Refused: a file of that name exists and does not define the backbone's names.
 
+With `--weights FILE`: the line `<Class>.default_weights = "<FILE>"` at the end of mbpatch's source file (the
+templates load `default_weights` when built without `weights=`), so every `Model(cfg)` loads the checkpoint.
+A file of yours is not given the line (your class may not read it): apply refuses instead.
+
 VALID (after): models/repvit.py starts with `# mbpatch: backbone source from the mbpatch template 'repvit'`
 INVALID: no models/repvit.py, so `from models.repvit import RepViTM1` fails.
 """
@@ -23,7 +27,7 @@ import libcst as cst
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, Outcome, Recipe, RecipeError
 from ..cst_anchors import MARK
-from ..ultralytics.add_modules import defined_names
+from ..ultralytics.add_modules import defined_names, set_default_weights
 from .layout import BACKBONE, not_this_style
 
 HEADER = "{mark} {what} from the mbpatch template '{family}'. This file is yours to edit.\n"
@@ -63,5 +67,16 @@ class AddModules(Recipe):
         if reason:
             return Outcome(NOT_NEEDED, reason)
         (path,) = self.targets(ctx)
-        text = HEADER.format(mark=MARK, what="backbone source", family=ctx.backbone.family) + ctx.backbone.source()
-        return source_file(path, text, ctx.backbone.names, sources)
+        header = HEADER.format(mark=MARK, what="backbone source", family=ctx.backbone.family)
+        text = header + ctx.backbone.source()
+        if not ctx.weights:
+            return source_file(path, text, ctx.backbone.names, sources)
+        existing = sources.get(path)
+        if existing is not None and not existing.startswith(header):
+            raise RecipeError(f"{path} is your own file, so --weights cannot wire the checkpoint into it; "
+                              "load it in your class, or remove the file and apply again")
+        base = text if existing is None else existing  # ours, maybe with another backbone's weights line
+        new = set_default_weights(cst.parse_module(base), ctx.backbone.cls, ctx.weights)
+        if new == existing:
+            return Outcome(ALREADY, f"{path} is mbpatch's and loads {ctx.weights}")
+        return Outcome(APPLIED, f"{'wrote' if existing is None else 'updated'} {path}; loads {ctx.weights}", {path: new})
