@@ -66,6 +66,7 @@ def _ultralytics(root: Path, pkg: Path) -> Checkout:
         "detect_train": _first(
             root, f"{name}/models/yolo/detect/train.py", f"{name}/yolo/v8/detect/train.py"
         ),
+        "trainer": _first(root, f"{name}/engine/trainer.py", f"{name}/yolo/engine/trainer.py"),
     }
     # Model yaml folders moved twice (8.0.6 and the 8.0.150 restructure), see ref/ultralytics-versions.md.
     for cfg in (f"{name}/cfg/models", f"{name}/models", f"{name}/yolo/v8/models"):

@@ -151,6 +151,15 @@ def make_act(name):
     return {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}[name]()
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d under a type of its own.
+
+    Ultralytics' and YOLOv5's `initialize_weights` set eps=1e-3 on every module whose type *is*
+    nn.BatchNorm2d; a checkpoint's statistics were computed with timm's eps=1e-5, so a subclass keeps them
+    meaning what they meant (the detector still counts it as a norm layer: isinstance holds).
+    """
+
+
 class BatchNormAct2d(nn.BatchNorm2d):
     """BatchNorm2d followed by an activation, as one module.
 
@@ -285,7 +294,7 @@ class MultiQueryAttention2d(nn.Module):
         branch = nn.Sequential()
         if stride > 1:
             branch.add_module("down_conv", nn.Conv2d(dim, dim, kernel, stride, kernel // 2, groups=dim, bias=False))
-            branch.add_module("norm", nn.BatchNorm2d(dim))
+            branch.add_module("norm", BatchNorm2d(dim))
         branch.add_module("proj", nn.Conv2d(dim, out_dim, 1, bias=False))
         return branch
 

@@ -72,6 +72,15 @@ def make_divisible(value, divisor=8):
 # ---------------------------------------------------------------------------------------------------------
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d under a type of its own.
+
+    Ultralytics' and YOLOv5's `initialize_weights` set eps=1e-3 on every module whose type *is*
+    nn.BatchNorm2d; a checkpoint's statistics were computed with timm's eps=1e-5, so a subclass keeps them
+    meaning what they meant (the detector still counts it as a norm layer: isinstance holds).
+    """
+
+
 class ConvNorm(nn.Sequential):
     """Conv (no bias) + BatchNorm, children named `c` and `bn` as in the reference code.
 
@@ -81,7 +90,7 @@ class ConvNorm(nn.Sequential):
     def __init__(self, in_chs, out_chs, kernel=1, stride=1, groups=1, bn_weight_init=1.0):
         super().__init__()
         self.add_module("c", nn.Conv2d(in_chs, out_chs, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(out_chs))
+        self.add_module("bn", BatchNorm2d(out_chs))
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
 
@@ -117,7 +126,7 @@ class RepVggDw(nn.Module):
             self.bn = None
         else:
             self.conv1 = nn.Conv2d(dim, dim, 1, groups=dim)
-            self.bn = nn.BatchNorm2d(dim)
+            self.bn = BatchNorm2d(dim)
 
     def forward(self, x):
         y = self.conv(x) + self.conv1(x) + x

@@ -7,6 +7,7 @@ The cache is `$MBPATCH_CACHE` (default `~/.cache/mbpatch`), so a clean clone re-
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -82,3 +83,35 @@ def run_cli(*args, check=None, env=None):
     if check is not None and proc.returncode != check:
         raise AssertionError(f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+# Builds the model the way a user does, with the checkout first on sys.path, and compares the backbone's
+# state (parameters and BatchNorm statistics) with the checkpoint's.
+BACKBONE_VS_CHECKPOINT = r"""
+import sys, json, yaml, torch
+root, cfg, ckpt_path, kind = sys.argv[1:5]
+sys.path.insert(0, root)
+if kind == "yolov5":
+    from models.yolo import Model
+    model = Model(cfg, ch=3, nc=80)
+else:
+    from ultralytics.nn.tasks import DetectionModel
+    d = yaml.safe_load(open(cfg)); d["scale"] = "n"
+    model = DetectionModel(d, nc=80, verbose=False)
+ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+own = model.model[0].state_dict()
+same = [k for k, v in own.items() if k in ckpt and torch.equal(v.float(), ckpt[k].float())]
+stats = [k for k in own if k.endswith(("running_mean", "running_var"))]
+print(json.dumps({"backbone_keys": len(own), "equal": len(same), "missing": [k for k in own if k not in ckpt],
+                  "stats": len(stats), "moved": [k for k in stats if k in ckpt and not torch.equal(own[k], ckpt[k])]}))
+"""
+
+
+def backbone_vs_checkpoint(root, cfg, ckpt, kind, env=None):
+    """What BACKBONE_VS_CHECKPOINT reports for the model `cfg` built by the checkout at `root`."""
+    full = {**os.environ, **(env or {})}
+    full.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", BACKBONE_VS_CHECKPOINT, str(root), str(cfg), str(ckpt), kind],
+                          capture_output=True, text=True, cwd=root, env=full)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,8 +1,8 @@
-"""optimizer_groups on real YOLOv5 sources: every backbone parameter reaches the optimizer.
+"""optimizer_groups on real sources: every backbone parameter reaches the optimizer.
 
-YOLOv5 v6.0/v6.1 (PyPI 6.0.x/6.1.x) group parameters by the attribute names `weight` and `bias` only, so the
-learnable layer scale (`gamma`) of the MobileNetV4 hybrids would never be trained. The checks run the
-checkout's own grouping code on the model the checkout builds.
+YOLOv5 v6.0/v6.1 (PyPI 6.0.x/6.1.x) and Ultralytics 8.0.x up to about 8.0.100 group parameters by the
+attribute names `weight` and `bias` only, so the learnable layer scale (`gamma`) of the MobileNetV4 hybrids
+would never be trained. The checks run the checkout's own grouping code on the model the checkout builds.
 """
 
 from __future__ import annotations
@@ -15,24 +15,35 @@ import sys
 
 import pytest
 
-from conftest import run_cli, tree_digest
+from conftest import run_cli, tree_digest, unpacked
 from conftest_yolov5 import VERSIONS, make_git, yolov5_env  # noqa: F401 (yolov5_env is a fixture)
 from mbpatch.checkout import detect
 from mbpatch.recipes import ALREADY, APPLIED, NOT_NEEDED, Context
+from mbpatch.recipes.ultralytics.optimizer_groups import OptimizerGroups as UltralyticsOptimizerGroups
 from mbpatch.recipes.yolov5.optimizer_groups import OptimizerGroups
 from mbpatch.templates import lookup
 
-# 6.1.9: smart_optimizer(model, ...) in utils/torch_utils.py, callable as it is
+# YOLOv5 6.1.9: smart_optimizer(model, ...) in utils/torch_utils.py; Ultralytics 8.0.x: the static
+# BaseTrainer.build_optimizer(model, ...). Both callable as they are.
 SMART = r"""
-import sys, json, torch
+import sys, json, torch, yaml
 sys.path.insert(0, sys.argv[1])
-from utils.torch_utils import smart_optimizer
+ultralytics = sys.argv[3] == "ultralytics"
+if ultralytics:
+    from ultralytics.yolo.engine.trainer import BaseTrainer
+    smart_optimizer = BaseTrainer.build_optimizer
+else:
+    from utils.torch_utils import smart_optimizer
 if sys.argv[2] == "toy":  # a layer scale, as in the hybrids, next to a conv
     class Scale(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.gamma = torch.nn.Parameter(torch.ones(8))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), Scale())
+elif ultralytics:
+    from ultralytics.nn.tasks import DetectionModel
+    d = yaml.safe_load(open(sys.argv[2])); d["depth_multiple"], d["width_multiple"] = 0.33, 0.25
+    model = DetectionModel(d, nc=80, verbose=False)
 else:
     from models.yolo import Model
     model = Model(sys.argv[2], ch=3, nc=80)
@@ -43,10 +54,11 @@ print(json.dumps({"params": len(list(model.parameters())), "left_out": names}))
 """
 
 
-def run_smart(root, cfg, env):
+def run_smart(root, cfg, env, kind="yolov5"):
     full = {**os.environ, **env}
     full.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", SMART, str(root), cfg], capture_output=True, text=True, cwd=root, env=full)
+    proc = subprocess.run([sys.executable, "-c", SMART, str(root), cfg, kind], capture_output=True, text=True,
+                          cwd=root, env=full)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -63,6 +75,38 @@ def test_layer_scale_is_trained_on_6_1_9(tmp_path, yolov5_env):
     assert real["params"] > 0 and real["left_out"] == []
     run_cli("revert", "--repo", root, check=0)
     assert tree_digest(root) == before
+
+
+def test_layer_scale_is_trained_on_ultralytics_8_0_50(ultralytics_checkout):
+    root = ultralytics_checkout("8.0.50")
+    before = tree_digest(root)
+    assert run_smart(root, "toy", {}, "ultralytics")["left_out"] == ["1.gamma"]  # the stock grouping drops it
+    doc = json.loads(run_cli("apply", "--repo", root, "--backbone", "mobilenetv4_hybrid_medium", "--arch", "yolov8",
+                             "--no-verify", "--json", check=0).stdout)
+    assert {s["recipe"]: s["status"] for s in doc["steps"]}["optimizer_groups"] == APPLIED
+    assert run_smart(root, "toy", {}, "ultralytics")["left_out"] == []
+    yaml_step = [s for s in doc["steps"] if s["recipe"] == "model_yaml"][0]
+    real = run_smart(root, yaml_step["detail"], {}, "ultralytics")
+    assert real["params"] > 0 and real["left_out"] == []
+    run_cli("revert", "--repo", root, check=0)
+    assert tree_digest(root) == before
+
+
+@pytest.mark.parametrize("version", ["8.0.0", "8.0.50", "8.0.120", "8.1.20", "8.4.190"])
+def test_ultralytics_placed_or_not_needed(version):
+    co = detect(str(unpacked("ultralytics", version, "ultralytics")))
+    ctx = Context(co, lookup("mobilenetv4_hybrid_medium"), "yolov8")
+    recipe = UltralyticsOptimizerGroups()
+    texts = {rel: co.read(rel) for rel in recipe.targets(ctx)}
+    out = recipe.run(ctx, texts)
+    if version in ("8.0.0", "8.0.50"):
+        assert out.status == APPLIED
+        (rel, new), = out.changes.items()
+        old_lines, new_lines = texts[rel].splitlines(), new.splitlines()
+        assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
+        assert recipe.run(ctx, {rel: new}).status == ALREADY
+    else:  # 8.0.120 on walks named_parameters(recurse=False) itself
+        assert out.status == NOT_NEEDED and not out.changes
 
 
 def grouping_code(text):

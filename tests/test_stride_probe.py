@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import run_cli, tree_digest, unpacked
+from conftest import backbone_vs_checkpoint, run_cli, tree_digest, unpacked
 from conftest_yolov5 import VERSIONS as YOLOV5_VERSIONS
 from conftest_yolov5 import make_git, yolov5_env  # noqa: F401 (yolov5_env is a fixture)
 from mbpatch.checkout import detect
@@ -75,32 +72,6 @@ def test_yolov5_model(version, tmp_path):
     check_placed(Yolov5StrideProbe(), ctx, texts, out)
 
 
-STATS = r"""
-import sys, json, torch, yaml
-sys.path.insert(0, sys.argv[1])
-ckpt = torch.load(sys.argv[3], map_location="cpu", weights_only=True)
-if sys.argv[4] == "yolov5":
-    from models.yolo import Model
-    model = Model(sys.argv[2], ch=3, nc=80)
-else:
-    from ultralytics.nn.tasks import DetectionModel
-    d = yaml.safe_load(open(sys.argv[2])); d["scale"] = "n"
-    model = DetectionModel(d, nc=80, verbose=False)
-own = model.model[0].state_dict()
-stats = [k for k in own if k.endswith(("running_mean", "running_var"))]
-print(json.dumps({"stats": len(stats), "moved": [k for k in stats if not torch.equal(own[k], ckpt[k])]}))
-"""
-
-
-def bn_stats_after_build(root, yaml_rel, ckpt, kind, env=None):
-    full = {**os.environ, **(env or {})}
-    full.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", STATS, str(root), yaml_rel, str(ckpt), kind],
-                          capture_output=True, text=True, cwd=root, env=full)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def checkpoint(tmp_path, name):
     timm = pytest.importorskip("timm")
     import torch
@@ -123,13 +94,13 @@ def test_yolov5_build_keeps_the_loaded_statistics(tmp_path, yolov5_env):
     # the stock probe, as a user who loads the weights by hand has it: every statistic moves
     run_cli(*args, env=yolov5_env, check=0)
     (root / "models" / "mobilenetv4.py").open("a").write(f"MobileNetV4ConvSmall.default_weights = {str(ckpt)!r}\n")
-    stock = bn_stats_after_build(root, "models/yolov5n-mobilenetv4_small.yaml", ckpt, "yolov5", yolov5_env)
+    stock = backbone_vs_checkpoint(root, "models/yolov5n-mobilenetv4_small.yaml", ckpt, "yolov5", yolov5_env)
     assert stock["stats"] > 0 and len(stock["moved"]) == stock["stats"], stock
     run_cli("revert", "--repo", root, "--force", check=0)
     doc = json.loads(run_cli(*args, "--weights", ckpt, env=yolov5_env, check=0).stdout)
     assert {s["recipe"]: s["status"] for s in doc["steps"]}["stride_probe"] == APPLIED
-    kept = bn_stats_after_build(root, "models/yolov5n-mobilenetv4_small.yaml", ckpt, "yolov5", yolov5_env)
-    assert kept == {"stats": stock["stats"], "moved": []}
+    kept = backbone_vs_checkpoint(root, "models/yolov5n-mobilenetv4_small.yaml", ckpt, "yolov5", yolov5_env)
+    assert kept["stats"] == stock["stats"] and kept["moved"] == []
     run_cli("revert", "--repo", root, check=0)
     assert {k: v for k, v in tree_digest(root).items() if not k.startswith(".mbpatch/")} == before
 
@@ -141,7 +112,7 @@ def test_ultralytics_build_keeps_the_loaded_statistics(ultralytics_checkout, tmp
     doc = json.loads(run_cli("apply", "--repo", repo, "--backbone", "repvit_m1", "--arch", "yolov8", "--weights", ckpt,
                              "--json", check=0).stdout)
     assert doc["verification"]["ok"] and {s["recipe"]: s["status"] for s in doc["steps"]}["stride_probe"] == APPLIED
-    kept = bn_stats_after_build(repo, "ultralytics/cfg/models/v8/yolov8-repvit_m1.yaml", ckpt, "ultralytics")
+    kept = backbone_vs_checkpoint(repo, "ultralytics/cfg/models/v8/yolov8-repvit_m1.yaml", ckpt, "ultralytics")
     assert kept["stats"] > 0 and kept["moved"] == [], kept
     # doctor judges the step with the journal's --weights
     report = json.loads(run_cli("doctor", "--repo", repo, "--json").stdout)

@@ -9,23 +9,11 @@ import sys
 
 import pytest
 
-from conftest import run_cli, tree_digest
+from conftest import backbone_vs_checkpoint, run_cli, tree_digest
 from conftest_yolov5 import make_git, yolov5_env  # noqa: F401 (yolov5_env is a fixture)
 
 timm = pytest.importorskip("timm")
 torch = pytest.importorskip("torch")
-
-CHECK = r"""
-import sys, json, yaml, torch
-sys.path.insert(0, sys.argv[1])
-from ultralytics.nn.tasks import DetectionModel
-d = yaml.safe_load(open(sys.argv[2])); d["scale"] = "n"
-model = DetectionModel(d, nc=80, verbose=False)
-ckpt = torch.load(sys.argv[3], map_location="cpu", weights_only=True)
-own = model.model[0].state_dict()
-same = [k for k, v in own.items() if k in ckpt and torch.equal(v.float(), ckpt[k].float())]
-print(json.dumps({"backbone_keys": len(own), "equal": len(same), "missing": [k for k in own if k not in ckpt]}))
-"""
 
 
 def test_weights_are_loaded_when_the_model_is_built(ultralytics_checkout, tmp_path):
@@ -38,9 +26,7 @@ def test_weights_are_loaded_when_the_model_is_built(ultralytics_checkout, tmp_pa
                              "--weights", ckpt, "--json", check=0).stdout)
     assert doc["verification"]["ok"], doc["verification"]
     yaml_path = repo / "ultralytics/cfg/models/v8/yolov8-mobilenetv4_small.yaml"
-    out = subprocess.run([sys.executable, "-c", CHECK, str(repo), str(yaml_path), str(ckpt)],
-                         capture_output=True, text=True, check=True, cwd=repo)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = backbone_vs_checkpoint(repo, yaml_path, ckpt, "ultralytics")
     # every parameter and BN statistic of the backbone is the checkpoint's
     assert result["missing"] == [] and result["equal"] == result["backbone_keys"] > 0, result
     run_cli("revert", "--repo", repo, check=0)
@@ -67,18 +53,6 @@ def test_weights_file_must_exist(ultralytics_checkout, tmp_path):
     assert tree_digest(repo) == before
 
 
-CHECK_YOLOV5 = r"""
-import sys, json, torch
-sys.path.insert(0, sys.argv[1])
-from models.yolo import Model
-model = Model(sys.argv[2], ch=3, nc=80)
-ckpt = torch.load(sys.argv[3], map_location="cpu", weights_only=True)
-own = model.model[0].state_dict()
-same = [k for k, v in own.items() if k in ckpt and torch.equal(v.float(), ckpt[k].float())]
-print(json.dumps({"backbone_keys": len(own), "equal": len(same), "missing": [k for k in own if k not in ckpt]}))
-"""
-
-
 def test_weights_in_a_yolov5_git_checkout(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
     before = tree_digest(root)
@@ -95,12 +69,7 @@ def test_weights_in_a_yolov5_git_checkout(tmp_path, yolov5_env):
     again = json.loads(run_cli("apply", "--repo", root, "--backbone", "repvit_m1", "--arch", "yolov5", "--weights",
                                ckpt, "--no-verify", "--json", env=yolov5_env, check=0).stdout)
     assert again["changed"] == []
-    env = {**os.environ, **yolov5_env}
-    env.pop("PYTHONPATH", None)
-    out = subprocess.run([sys.executable, "-c", CHECK_YOLOV5, str(root), "models/yolov5n-repvit_m1.yaml", str(ckpt)],
-                         capture_output=True, text=True, cwd=root, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = backbone_vs_checkpoint(root, "models/yolov5n-repvit_m1.yaml", ckpt, "yolov5", yolov5_env)
     assert result["missing"] == [] and result["equal"] == result["backbone_keys"] > 0, result
     run_cli("revert", "--repo", root, check=0)
     assert tree_digest(root) == before
@@ -115,3 +84,59 @@ def test_weights_refused_for_the_per_block_style(tmp_path, yolov5_env):
                    "--weights", ckpt, env=yolov5_env, check=2)
     assert "[weights]" in proc.stderr and "--style backbone" in proc.stderr
     assert tree_digest(root) == before
+
+
+# The backbone as the detector holds it (model.model[0]), run on one input in eval mode; its four maps saved.
+MAPS = r"""
+import sys, yaml, torch
+root, kind, out, x_path = sys.argv[1:5]
+cfgs = sys.argv[5:]
+sys.path.insert(0, root)
+x = torch.load(x_path)
+maps = {}
+for cfg in cfgs:
+    if kind == "yolov5":
+        from models.yolo import Model
+        model = Model(cfg, ch=3, nc=80)
+    else:
+        from ultralytics.nn.tasks import DetectionModel
+        d = yaml.safe_load(open(cfg)); d["scale"] = "n"
+        model = DetectionModel(d, nc=80, verbose=False)
+    with torch.no_grad():
+        maps[cfg] = [t.clone() for t in model.model[0].eval()(x)]
+torch.save(maps, out)
+"""
+
+SAME_AS_TIMM = ("mobilenetv2", "mobilenetv4_hybrid_medium", "repvit_m1")  # one per family (hybrid: MQA norms)
+
+
+@pytest.mark.parametrize("kind", ["ultralytics", "yolov5"])
+def test_inside_the_detector_the_backbone_computes_what_timm_computes(kind, ultralytics_checkout, tmp_path, yolov5_env):
+    """With --weights, the built detector's backbone gives timm's feature maps for the same checkpoint: the
+    detector's own init (stride probe, initialize_weights' BatchNorm eps) must not change what it computes."""
+    from test_backbones import Reference
+
+    if kind == "yolov5":
+        root, env = make_git(tmp_path / "yolov5", "7.0.14"), yolov5_env
+        yaml_of = "models/yolov5n-{}.yaml".format
+    else:  # before upstream's own stride-probe fix
+        root, env = ultralytics_checkout("8.2.103"), {}
+        yaml_of = "ultralytics/cfg/models/v8/yolov8-{}.yaml".format
+    refs = {bid: Reference(bid, tmp_path) for bid in SAME_AS_TIMM}
+    for bid, ref in refs.items():
+        run_cli("apply", "--repo", root, "--backbone", bid, "--arch", "yolov5" if kind == "yolov5" else "yolov8",
+                "--weights", ref.path, "--no-verify", env=env, check=0)
+    x = torch.rand(2, 3, 256, 320, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    full = {**os.environ, **env}
+    full.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", MAPS, str(root), kind, str(tmp_path / "maps.pt"), str(tmp_path / "x.pt"),
+                           *[yaml_of(b) for b in refs]], capture_output=True, text=True, cwd=root, env=full)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    maps = torch.load(tmp_path / "maps.pt")
+    for bid, ref in refs.items():
+        ours, theirs = maps[yaml_of(bid)], ref.maps(x)
+        assert [tuple(t.shape) for t in ours] == [tuple(t.shape) for t in theirs], bid
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            err = float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+            assert err <= 1e-5, (bid, f"stride {4 * 2 ** k}", err)  # eps 1e-3 instead of 1e-5 is ~1e-4 here

@@ -4,6 +4,7 @@ from .add_modules import AddModules
 from .channel_index import ChannelIndex
 from .flops_stride import FlopsStride
 from .model_yaml import ModelYaml
+from .optimizer_groups import OptimizerGroups
 from .predict_once import PredictOnce
 from .rect_off import RectOff
 from .register import Register
@@ -20,6 +21,7 @@ RECIPES = [
     RepC3Hidden(),
     FlopsStride(),
     RectOff(),
+    OptimizerGroups(),
     StrideProbe(),
     ModelYaml(),
 ]
