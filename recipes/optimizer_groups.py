@@ -1,8 +1,8 @@
 """The optimizer-group edit both `optimizer_groups` recipes make (Ultralytics trainer, YOLOv5 train/torch_utils).
 
 Early releases of both sort parameters into the three optimizer groups with one loop over
-`model.modules()` that picks up only `v.bias` and `v.weight` (Ultralytics up to 8.0.1xx `build_optimizer`,
-YOLOv5 v6.0 `train()` and v6.1 `smart_optimizer`). Any other parameter (MobileNetV4 hybrid's learnable
+`model.modules()` that picks up only `v.bias` and `v.weight` (Ultralytics up to 8.0.109 `build_optimizer`,
+YOLOv5 v6.0 `train()` and v6.1/v6.2 `smart_optimizer`, PyPI 6.0.1-6.2.2). Any other parameter (MobileNetV4 hybrid's learnable
 layer scale `gamma`, or one a user adds to the template) is in no group: the optimizer never updates it,
 and the layer scale stays at its 1e-5 init.
 

@@ -1,6 +1,6 @@
 """optimizer_groups on real sources: every backbone parameter reaches the optimizer.
 
-YOLOv5 v6.0/v6.1 (PyPI 6.0.x/6.1.x) and Ultralytics 8.0.x up to about 8.0.100 group parameters by the
+YOLOv5 v6.0-v6.2 (PyPI 6.0.1-6.2.2) and Ultralytics up to 8.0.109 group parameters by the
 attribute names `weight` and `bias` only, so the learnable layer scale (`gamma`) of the MobileNetV4 hybrids
 would never be trained. The checks run the checkout's own grouping code on the model the checkout builds.
 """
@@ -105,7 +105,7 @@ def test_ultralytics_placed_or_not_needed(version):
         old_lines, new_lines = texts[rel].splitlines(), new.splitlines()
         assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
         assert recipe.run(ctx, {rel: new}).status == ALREADY
-    else:  # 8.0.120 on walks named_parameters(recurse=False) itself
+    else:  # 8.0.110 on walks named_parameters(recurse=False) itself
         assert out.status == NOT_NEEDED and not out.changes
 
 
@@ -150,7 +150,7 @@ def test_placed_or_not_needed(version, tmp_path):
         for rel, new in out.changes.items():  # only two lines are added, the rest is byte-identical
             old_lines, new_lines = texts[rel].splitlines(), new.splitlines()
             assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
-    else:  # v6.2 on walks named_parameters(recurse=0) itself
+    else:  # PyPI 6.2.3 (v7.0 code) on walks named_parameters(recurse=0) itself
         assert out.status == NOT_NEEDED and not out.changes
     ctx.style = "blocks"
     assert recipe.run(ctx, texts).status == NOT_NEEDED

@@ -2,11 +2,11 @@
 
 Not a tutorial step: the tutorials never noticed. Target: the loop that sorts parameters into the three
 optimizer groups (anchor A14), `train()` in `train.py` (git v6.0, PyPI 6.0.x) or `smart_optimizer` in
-`utils/torch_utils.py` (v6.1, PyPI 6.1.x); the edit is in `recipes/optimizer_groups.py`. Without it the
+`utils/torch_utils.py` (v6.1/v6.2, PyPI 6.1.0-6.2.2); the edit is in `recipes/optimizer_groups.py`. Without it the
 MobileNetV4 hybrids' learnable layer scale `gamma` is in no group and never trains.
 
 Already applied: the `mbpatch_grouped = ...` statement right after the loop.
-Not needed: v6.2 and later (the loop walks `named_parameters(recurse=0)`); the per-block style (plain conv
+Not needed: v7.0 and PyPI 6.2.3 on (the loop walks `named_parameters(recurse=0)`); the per-block style (plain conv
 and BN layers).
 
 VALID (7.0.14):   for p_name, p in v.named_parameters(recurse=0): ...
