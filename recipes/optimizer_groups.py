@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 import libcst as cst
 import libcst.matchers as m
 
-from . import ALREADY, APPLIED, NOT_NEEDED, Outcome, RecipeError, parse
+from . import ALREADY, APPLIED, NOT_NEEDED, Outcome, RecipeError, Sources, parse
 from .cst_anchors import MARK, stmt
 
 SEEN = "mbpatch_grouped"
@@ -83,21 +83,23 @@ def group_every_parameter(paths: Sequence[str], sources: Mapping[str, Optional[s
     """Place the catch-up after every dropping loop found in `paths` (those that exist)."""
     changes, done = {}, []
     for path in paths:
-        text = sources.get(path)
-        if text is None or "model.modules()" not in text:  # cheap pre-filter; the matchers decide
-            continue
-        try:
-            module = parse(text)
-        except cst.ParserSyntaxError as e:
-            raise RecipeError(f"{path}: syntax error at line {e.editor_line}: fix the file first") from None
+        module = sources.module(path) if isinstance(sources, Sources) else None  # an earlier step's edit
+        if module is None:
+            text = sources.get(path)
+            if text is None or "model.modules()" not in text:  # cheap pre-filter; the matchers decide
+                continue
+            try:
+                module = parse(text)
+            except cst.ParserSyntaxError as e:
+                raise RecipeError(f"{path}: syntax error at line {e.editor_line}: fix the file first") from None
         after = _After()
         new = module.visit(after)
         if after.loops and after.done == after.loops:
             done.append(path)
         elif after.loops:
-            changes[path] = new.code
+            changes[path] = new
     if changes:
-        return Outcome(APPLIED, f"every parameter is put in an optimizer group ({', '.join(changes)})", changes)
+        return Outcome(APPLIED, f"every parameter is put in an optimizer group ({', '.join(changes)})", modules=changes)
     if done:
         return Outcome(ALREADY, f"{', '.join(done)} groups every parameter")
     return Outcome(NOT_NEEDED, "this release groups parameters by name (named_parameters): none is left out")
