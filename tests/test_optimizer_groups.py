@@ -92,6 +92,12 @@ def test_layer_scale_is_trained_on_ultralytics_8_0_50(ultralytics_checkout):
     assert tree_digest(root) == before
 
 
+def assert_two_lines_added(old: str, new: str) -> None:
+    """The edit adds its two statements and keeps every original line as it was."""
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
+
+
 @pytest.mark.parametrize("version", ["8.0.0", "8.0.50", "8.0.120", "8.1.20", "8.4.190"])
 def test_ultralytics_placed_or_not_needed(version):
     co = detect(str(unpacked("ultralytics", version, "ultralytics")))
@@ -102,8 +108,7 @@ def test_ultralytics_placed_or_not_needed(version):
     if version in ("8.0.0", "8.0.50"):
         assert out.status == APPLIED
         (rel, new), = out.changes.items()
-        old_lines, new_lines = texts[rel].splitlines(), new.splitlines()
-        assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
+        assert_two_lines_added(texts[rel], new)
         assert recipe.run(ctx, {rel: new}).status == ALREADY
     else:  # 8.0.110 on walks named_parameters(recurse=False) itself
         assert out.status == NOT_NEEDED and not out.changes
@@ -147,9 +152,8 @@ def test_placed_or_not_needed(version, tmp_path):
     out = recipe.run(ctx, texts)
     if version in ("6.0.7", "6.1.9"):
         assert out.status == APPLIED
-        for rel, new in out.changes.items():  # only two lines are added, the rest is byte-identical
-            old_lines, new_lines = texts[rel].splitlines(), new.splitlines()
-            assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
+        for rel, new in out.changes.items():
+            assert_two_lines_added(texts[rel], new)
     else:  # PyPI 6.2.3 (v7.0 code) on walks named_parameters(recurse=0) itself
         assert out.status == NOT_NEEDED and not out.changes
     ctx.style = "blocks"
