@@ -16,6 +16,11 @@ from . import RecipeError
 MARK = "# mbpatch:"  # every comment mbpatch writes starts with this, so a reader can find our edits
 
 
+def code_of(node: cst.CSTNode) -> str:
+    """The source text of one node (an expression, a dotted name), as the file spells it."""
+    return cst.Module([]).code_for_node(node)
+
+
 def module_function(module: cst.Module, name: str) -> cst.FunctionDef:
     found = [s for s in module.body if isinstance(s, cst.FunctionDef) and s.name.value == name]
     if len(found) != 1:

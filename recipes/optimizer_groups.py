@@ -27,7 +27,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from . import ALREADY, APPLIED, NOT_NEEDED, Outcome, RecipeError, Sources, parse
-from .cst_anchors import MARK, stmt
+from .cst_anchors import MARK, code_of, stmt
 
 SEEN = "mbpatch_grouped"
 _LOOP = m.For(target=m.Name("v"), iter=m.Call(func=m.Attribute(value=m.Name("model"), attr=m.Name("modules"))))
@@ -37,17 +37,13 @@ _OURS = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name(SEEN
 _HAS = m.Call(func=m.Name("hasattr"), args=[m.Arg(m.Name("v")), m.Arg(m.SimpleString())])
 
 
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module([]).code_for_node(node)
-
-
 def _decay_group(loop: cst.For) -> Optional[str]:
     """The group `v.weight` goes to in the `elif hasattr(v, 'weight') ...` branch (weights with decay)."""
     for branch in m.findall(loop, m.If()):
         tests = [c for c in m.findall(branch.test, _HAS) if c.args[1].value.evaluated_value == "weight"]
         calls = m.findall(branch.body, _APPEND_WEIGHT) if tests else []
         if calls:
-            return _code(calls[0].func.value)
+            return code_of(calls[0].func.value)
     return None
 
 
@@ -67,7 +63,7 @@ class _After(cst.CSTTransformer):
             if k + 1 < len(body) and m.matches(body[k + 1], _OURS):
                 self.done += 1
                 continue
-            groups = list(dict.fromkeys(_code(c.func.value) for c in m.findall(s, _APPEND_WEIGHT)))
+            groups = list(dict.fromkeys(code_of(c.func.value) for c in m.findall(s, _APPEND_WEIGHT)))
             decay = _decay_group(s)
             if decay is None:
                 raise RecipeError("the optimizer-group loop has no `elif hasattr(v, 'weight')` branch; "

@@ -45,6 +45,7 @@ BEFORE = (
     "m.training = True  # the head still returns its raw maps, whose sizes give the strides\n",
 )
 AFTER = "self.model.train()\n"
+NO_WEIGHTS = "only with --weights (fresh BatchNorm statistics have nothing to lose)"
 
 
 def _is_probe(node: cst.CSTNode) -> bool:
@@ -66,8 +67,8 @@ class _Wrap(cst.CSTTransformer):
             self.found += 1
             evals = [e for e in body[:k] if m.matches(e, _EVAL)]
             if evals:
-                ours = MARK in evals[-1].trailing_whitespace.comment.value if evals[-1].trailing_whitespace.comment else False
-                self.state = ALREADY if ours else NOT_NEEDED
+                comment = evals[-1].trailing_whitespace.comment
+                self.state = ALREADY if comment is not None and MARK in comment.value else NOT_NEEDED
                 out.append(s)
                 continue
             first = stmt(BEFORE[0]).with_changes(leading_lines=s.leading_lines)

@@ -92,26 +92,28 @@ def test_layer_scale_is_trained_on_ultralytics_8_0_50(ultralytics_checkout):
     assert tree_digest(root) == before
 
 
-def assert_two_lines_added(old: str, new: str) -> None:
-    """The edit adds its two statements and keeps every original line as it was."""
-    old_lines, new_lines = old.splitlines(), new.splitlines()
-    assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
+def check_placed_or_not_needed(recipe, ctx, placed: bool) -> dict:
+    """Run the recipe on the checkout's files: placed (two statements added, every original line kept, then
+    "already applied"), or not needed and nothing changed. Returns the files' texts."""
+    texts = {rel: ctx.checkout.read(rel) for rel in recipe.targets(ctx)}
+    out = recipe.run(ctx, texts)
+    if not placed:
+        assert out.status == NOT_NEEDED and not out.changes, out
+        return texts
+    assert out.status == APPLIED and out.changes, out
+    for rel, new in out.changes.items():
+        old_lines, new_lines = texts[rel].splitlines(), new.splitlines()
+        assert len(new_lines) == len(old_lines) + 2 and all(ln in new_lines for ln in old_lines)
+    assert recipe.run(ctx, {**texts, **out.changes}).status == ALREADY
+    return texts
 
 
 @pytest.mark.parametrize("version", ["8.0.0", "8.0.50", "8.0.120", "8.1.20", "8.4.190"])
 def test_ultralytics_placed_or_not_needed(version):
     co = detect(str(unpacked("ultralytics", version, "ultralytics")))
     ctx = Context(co, lookup("mobilenetv4_hybrid_medium"), "yolov8")
-    recipe = UltralyticsOptimizerGroups()
-    texts = {rel: co.read(rel) for rel in recipe.targets(ctx)}
-    out = recipe.run(ctx, texts)
-    if version in ("8.0.0", "8.0.50"):
-        assert out.status == APPLIED
-        (rel, new), = out.changes.items()
-        assert_two_lines_added(texts[rel], new)
-        assert recipe.run(ctx, {rel: new}).status == ALREADY
-    else:  # 8.0.110 on walks named_parameters(recurse=False) itself
-        assert out.status == NOT_NEEDED and not out.changes
+    # 8.0.110 on walks named_parameters(recurse=False) itself
+    check_placed_or_not_needed(UltralyticsOptimizerGroups(), ctx, placed=version in ("8.0.0", "8.0.50"))
 
 
 def grouping_code(text):
@@ -148,13 +150,7 @@ def test_placed_or_not_needed(version, tmp_path):
     co = detect(str(make_git(tmp_path / "yolov5", version)))
     ctx = Context(co, lookup("mobilenetv4_hybrid_medium"), "yolov5")
     recipe = OptimizerGroups()
-    texts = {rel: co.read(rel) for rel in recipe.targets(ctx)}
-    out = recipe.run(ctx, texts)
-    if version in ("6.0.7", "6.1.9"):
-        assert out.status == APPLIED
-        for rel, new in out.changes.items():
-            assert_two_lines_added(texts[rel], new)
-    else:  # PyPI 6.2.3 (v7.0 code) on walks named_parameters(recurse=0) itself
-        assert out.status == NOT_NEEDED and not out.changes
+    # PyPI 6.2.3 (v7.0 code) on walks named_parameters(recurse=0) itself
+    texts = check_placed_or_not_needed(recipe, ctx, placed=version in ("6.0.7", "6.1.9"))
     ctx.style = "blocks"
     assert recipe.run(ctx, texts).status == NOT_NEEDED

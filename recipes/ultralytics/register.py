@@ -39,14 +39,14 @@ import libcst as cst
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe
 from .. import backbone_branch
-from ..cst_anchors import MARK, stmt
+from ..cst_anchors import MARK, code_of, stmt
 
 
 def _addmodules_import(node: cst.CSTNode) -> bool:
     if not (isinstance(node, cst.SimpleStatementLine) and isinstance(node.body[0], cst.ImportFrom)):
         return False
     imp = node.body[0]
-    mod = cst.Module([]).code_for_node(imp.module) if imp.module else ""
+    mod = code_of(imp.module) if imp.module else ""
     return mod.split(".")[-1] == "AddModules"
 
 

@@ -21,7 +21,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import class_def, methods, replace_within
+from ..cst_anchors import class_def, code_of, methods, replace_within
 
 
 def _conv_assign(attr: str):
@@ -83,7 +83,7 @@ class RepC3Hidden(ModuleRecipe):
             if m.matches(second, m.Name("c_")):
                 continue
             if not m.matches(second, m.Name("c2")):
-                raise RecipeError(f"RepC3.{attr} outputs `{cst.Module([]).code_for_node(second)}`, expected c2 or c_")
+                raise RecipeError(f"RepC3.{attr} outputs `{code_of(second)}`, expected c2 or c_")
             args = list(call.args)
             args[1] = args[1].with_changes(value=cst.Name("c_"))
             fixed = fixed.deep_replace(call, call.with_changes(args=args))

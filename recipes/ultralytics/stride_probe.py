@@ -20,7 +20,7 @@ from __future__ import annotations
 import libcst as cst
 
 from .. import Context, ModuleRecipe
-from ..stride_probe import protect_stride_probe
+from ..stride_probe import NO_WEIGHTS, protect_stride_probe
 
 
 class StrideProbe(ModuleRecipe):
@@ -30,7 +30,7 @@ class StrideProbe(ModuleRecipe):
 
     def applies(self, ctx: Context):
         if not ctx.weights:
-            return "only with --weights (fresh BatchNorm statistics have nothing to lose)"
+            return NO_WEIGHTS
         if ctx.arch == "rtdetr":
             return "RT-DETR sets its stride without a forward pass"
         return None

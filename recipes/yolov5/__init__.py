@@ -25,8 +25,8 @@ from .flops import Flops
 from .forward_once import ForwardOnce
 from .layout import BACKBONE, BLOCK_BACKBONES, BLOCKS, STYLES, prefix_of, style
 from .model_yaml import ModelYaml, stock_path
-from .optimizer_groups import OptimizerGroups
 from .model_yaml import out_path as backbone_out
+from .optimizer_groups import OptimizerGroups
 from .register import Register
 from .stride_probe import StrideProbe
 

@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple
 import libcst as cst
 
 from .. import Context, RecipeError
-from ..cst_anchors import MARK, stmt
+from ..cst_anchors import MARK, code_of, stmt
 
 BACKBONE = "backbone"  # whole backbone at yaml layer 0 (RepViT, MobileNet family), SPEC §4
 BLOCKS = "blocks"  # MobileNetV2 inverted-residual blocks as ordinary layers (the MobileNetV2 tutorial)
@@ -40,7 +40,7 @@ def not_this_style(ctx: Context, wanted: str) -> str:
 
 
 def dotted(node) -> str:
-    return cst.Module([]).code_for_node(node) if node is not None else ""
+    return code_of(node) if node is not None else ""
 
 
 def _import_from(node: cst.CSTNode):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import libcst as cst
 
 from .. import Context, ModuleRecipe
-from ..stride_probe import protect_stride_probe
+from ..stride_probe import NO_WEIGHTS, protect_stride_probe
 from .layout import BACKBONE, not_this_style
 
 
@@ -32,7 +32,7 @@ class StrideProbe(ModuleRecipe):
 
     def applies(self, ctx: Context):
         if not ctx.weights:
-            return "only with --weights (fresh BatchNorm statistics have nothing to lose)"
+            return NO_WEIGHTS
         return not_this_style(ctx, BACKBONE) or None
 
     def transform(self, module: cst.Module, ctx: Context):
