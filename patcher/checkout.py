@@ -6,47 +6,16 @@ the same release can be a git clone, an unpacked wheel or an installed package f
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from . import MbpatchError
+from . import yolov5_checkout
+from .checkout_base import VERSION_LINE as _VERSION
+from .checkout_base import Checkout
+from .checkout_base import first_file as _first
 
-_VERSION = re.compile(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", re.M)
-
-
-@dataclass
-class Checkout:
-    kind: str  # "ultralytics" or "yolov5"
-    root: Path  # the folder that holds the package (what goes first on sys.path); the journal lives here
-    package: Path  # the importable package folder (`ultralytics/`, or the yolov5 root / `yolov5/`)
-    version: str
-    layout: str  # ultralytics: "wheel-8.0.0" / "pre-8.0.150" / "current"; yolov5: "git" / "pypi"
-    files: Dict[str, Optional[str]] = field(default_factory=dict)  # role -> path relative to root (posix)
-
-    def path(self, rel: str) -> Path:
-        return self.root / rel
-
-    def rel(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root.resolve()).as_posix()
-
-    @property
-    def version_tuple(self) -> Tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", self.version)[:3])
-
-    def read(self, rel: Optional[str]) -> Optional[str]:
-        if rel is None:
-            return None
-        p = self.root / rel
-        return p.read_text(encoding="utf-8") if p.is_file() else None
-
-
-def _first(root: Path, *candidates: str) -> Optional[str]:
-    for c in candidates:
-        if (root / c).is_file():
-            return c
-    return None
+__all__ = ["Checkout", "detect", "installed_package"]
 
 
 def _ultralytics(root: Path, pkg: Path) -> Checkout:
@@ -108,8 +77,6 @@ def detect(repo: str) -> Checkout:
         return _ultralytics(path, path / "ultralytics")
     if _is_ultralytics_pkg(path) and path.name == "ultralytics":
         return _ultralytics(path.parent, path)
-    from . import yolov5_checkout  # noqa: WPS433 (kept apart: YOLOv5 has its own layouts)
-
     found = yolov5_checkout.detect(path)
     if found is not None:
         return found
@@ -119,3 +86,23 @@ def detect(repo: str) -> Checkout:
         file=str(path),
         step="detect",
     )
+
+
+def installed_package(co: Checkout) -> Optional[str]:
+    """Why `co` looks like a package pip installed (not a source checkout), or None.
+
+    Either the package sits in a `site-packages` / `dist-packages` folder, or a `<name>-*.dist-info` (or
+    `.egg-info`) folder lies beside it, which is what pip leaves next to a package it installed.
+    """
+    for part in co.package.resolve().parts:
+        if part in ("site-packages", "dist-packages"):
+            return f"it is inside {part}/"
+    name = co.package.name
+    parent = co.package.parent
+    if co.kind == "yolov5" and co.layout == "git":
+        return None  # a git clone's root is the package: nothing of pip's can lie beside it
+    for pattern in (f"{name}-*.dist-info", f"{name}-*.egg-info"):
+        hits = sorted(parent.glob(pattern))
+        if hits:
+            return f"{hits[0].name} lies beside it"
+    return None

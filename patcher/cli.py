@@ -132,17 +132,32 @@ def main():
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
 @click.option("--python", "python", default=None, help="interpreter that builds the model (default: this one)")
+@click.option("--allow-installed", is_flag=True, help="patch a package pip installed (site-packages) anyway")
+@click.option("--replace-existing", is_flag=True,
+              help="use mbpatch's backbone class even where your checkout already defines one of the same name")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_run, no_verify, python, as_json):
+def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_run, no_verify, python,
+          allow_installed, replace_existing, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
+    from . import safety
+
+    written = False
     try:
         if arch.lower() not in ALL_ARCHS:  # before looking at the folder: the usage error comes first
             raise MbpatchError(f"unknown --arch '{arch}'; choose one of: {', '.join(ALL_ARCHS)}", file=str(repo), step="arch")
         co = detect(repo)
+        safety.refuse_installed(co, allow_installed)
         ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style, weights)
+        ctx.replace_existing = replace_existing
+        if not dry_run:  # every input that can be checked is checked before the first byte is written
+            safety.check_python(python)
+            safety.check_weights(ctx)
         recipes = kind_recipes(co.kind).RECIPES
         with engine.Lock(co.root):
-            Journal(co.root).load()  # refuse up front a journal we cannot extend (corrupted, or from a newer mbpatch)
+            entries = Journal(co.root).load()["entries"]  # refuses a journal we cannot extend (corrupted, newer)
+            safety.refuse_upgraded(co, entries)
+            safety.refuse_orphaned(co, entries)
+            edited = safety.edited_since_last(co, entries)
             p = engine.plan(ctx, recipes)
             doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
                        dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
@@ -156,11 +171,19 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_r
                     report.dump(doc)
                 return
             meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head, style=style, weights=ctx.weights,
-                        recipes={s.recipe: s.status for s in p.steps})
-            engine.write(p, meta)
+                        recipes={s.recipe: s.status for s in p.steps}, kind=co.kind, version=co.version)
+            entry = engine.write(p, meta)
+            written = entry is not None
+        kept_edits = [rel for rel in edited if entry and rel in p.changes]
+        if kept_edits:
+            doc["edited_before_apply"] = kept_edits
         if not as_json:
             report.console.print(report.steps_table(p.steps, f"{co.kind} {co.version} at {co.root}"))
             report.console.print(f"{len(p.changes)} file(s) written" if p.changes else "nothing to change: already applied")
+            if kept_edits:
+                report.console.print(
+                    f"[yellow]note:[/] {escape(', '.join(kept_edits))} changed since mbpatch last patched it; your version "
+                    f"is kept in .mbpatch/originals/{entry['id']}/, and `mbpatch revert` will ask for --force and save it")
         code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
         doc["ok"] = code == 0
         if as_json:
@@ -168,6 +191,22 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_r
         sys.exit(code)
     except MbpatchError as e:
         _fail(e, as_json)
+    except KeyboardInterrupt as e:
+        whole = written or isinstance(e, engine.Interrupted)  # Interrupted: raised after a complete write phase
+        _interrupted(e, "apply", "the patch is applied and journalled (`mbpatch revert` undoes it)" if whole
+                     else "nothing was written", as_json)
+
+
+def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) -> None:
+    """One line for a Ctrl-C / SIGTERM: what state the checkout is in. Exit 130 (SIGINT) or 143 (SIGTERM)."""
+    signum = getattr(e, "signum", 2)
+    name = getattr(e, "name", "SIGINT")
+    msg = f"interrupted ({name}) during {command}: {state}"
+    if as_json:
+        report.dump({"ok": False, "error": msg, "step": "interrupted"})
+    else:
+        report.err.print(f"[bold red]mbpatch:[/] {escape(msg)}", soft_wrap=True)
+    sys.exit(128 + int(signum))
 
 
 def _leftovers(root: Path) -> bool:
@@ -187,15 +226,20 @@ def _co_json(co: Checkout) -> Dict:
 @click.option("--json", "as_json", is_flag=True)
 def revert(repo, force, dry_run, as_json):
     """Give back the exact bytes the checkout had before mbpatch."""
+    done = False
     try:
-        co = detect(repo)
-        journal = Journal(co.root)
+        root, version = _revert_root(repo)
+        journal = Journal(root)
         nothing = "no mbpatch journal here: nothing to revert"
-        if not journal.exists() and not _leftovers(co.root) and engine.holder(co.root) is None:
+        if not journal.exists() and version is not None:  # mbpatch's markers without a journal: say so, never "nothing"
+            from . import safety
+
+            safety.refuse_orphaned(detect(repo), [], command="revert")
+        if not journal.exists() and not _leftovers(root) and engine.holder(root) is None:
             report.dump({"ok": True, "restored": [], "note": nothing}) if as_json else report.console.print(nothing)
             return
-        with engine.Lock(co.root):  # another run may be writing right now: wait for it (or refuse)
-            if not journal.exists() and not _leftovers(co.root):
+        with engine.Lock(root):  # another run may be writing right now: wait for it (or refuse)
+            if not journal.exists() and not _leftovers(root):
                 report.dump({"ok": True, "restored": [], "note": nothing}) if as_json else report.console.print(nothing)
                 return
             if not journal.exists():  # an apply killed before its journal was written: it changed no file
@@ -205,29 +249,65 @@ def revert(repo, force, dry_run, as_json):
                        "any file" + ("; it would be removed" if dry_run else "; removed it"))
                 report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
                 return
-            rp = engine.plan_revert(co.root)
+            rp = engine.plan_revert(root, version=version, gone=version is None)
             if dry_run:
-                doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited)
+                doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited,
+                           between=[rel for _, rel in rp.between], kept=sorted(rp.kept), upgraded=rp.upgraded)
                 if as_json:
                     report.dump(doc)
                 else:
                     for rel, data in rp.restore.items():
-                        report.console.print(f"would {'delete' if data is None else 'restore'} {rel}")
-                    if rp.edited:
-                        report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.edited))} (needs --force)")
+                        verb = "keep (upgraded)" if rel in rp.kept else "delete" if data is None else "restore"
+                        report.console.print(f"would {verb} {rel}")
+                    if rp.blocked:
+                        report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.blocked))} (needs --force)")
                 return
-            saved = engine.revert(co.root, rp, force=force)
-        doc = dict(ok=True, restored=sorted(rp.restore), entries=rp.entries, saved=str(saved) if saved else None)
-        if as_json:
-            report.dump(doc)
-        else:
-            for rel, data in rp.restore.items():
-                report.console.print(f"{'removed' if data is None else 'restored'} {rel}")
-            if saved:
-                report.console.print(f"[yellow]your edited copies were saved in[/] {saved}")
-            report.console.print(f"[green]reverted {rp.entries} apply(s); the checkout has its original bytes[/]")
+            res = engine.revert(root, rp, force=force)
+            done = True
+        _revert_report(rp, res, as_json)
     except MbpatchError as e:
         _fail(e, as_json)
+    except KeyboardInterrupt as e:
+        whole = done or isinstance(e, engine.Interrupted)
+        _interrupted(e, "revert", "the revert had finished" if whole else "nothing was reverted", as_json)
+
+
+def _revert_root(repo: str):
+    """(journal root, checkout version now); version None when the package is gone but its journal is not."""
+    try:
+        co = detect(repo)
+    except MbpatchError:
+        path = Path(repo).expanduser()
+        for root in (path, path.parent):  # `--repo` may name the package folder pip emptied
+            if (root / ".mbpatch" / "journal.json").is_file():
+                return root.resolve(), None
+        raise
+    return co.root, co.version
+
+
+def _revert_report(rp, res, as_json: bool) -> None:
+    if rp.upgraded:
+        tail = (f"this checkout was upgraded from {rp.upgraded[0]} to {rp.upgraded[1]} since mbpatch patched it: undid "
+                f"the changes of mbpatch still there; kept {len(res.left)} file(s) as the upgrade left them"
+                + (f" ({rp.upgraded[0]}'s originals saved in {res.kept})" if res.kept else "")
+                + f"; apply again to patch {rp.upgraded[1]}")
+    elif rp.gone:
+        tail = ("the package is gone (uninstalled?): removed what mbpatch left"
+                + (f"; {len(res.left)} deleted file(s) not recreated (originals saved in {res.kept})" if res.kept else ""))
+    else:
+        tail = f"reverted {rp.entries} apply(s); the checkout has its original bytes"
+    doc = dict(ok=True, restored=sorted(res.restored), entries=rp.entries, saved=str(res.saved) if res.saved else None,
+               kept=str(res.kept) if res.kept else None, left=res.left, upgraded=rp.upgraded, note=tail)
+    if as_json:
+        report.dump(doc)
+        return
+    for rel in res.restored:
+        report.console.print(f"{'removed' if rp.restore.get(rel) is None else 'restored'} {rel}")
+    for rel in res.left:
+        report.console.print(f"kept {rel} as it is now (its old original is in {res.kept})")
+    if res.saved:
+        report.console.print(f"[yellow]your edited copies were saved in[/] {res.saved}")
+    report.console.print(f"[green]{escape(tail)}[/]")
 
 
 @main.command()
@@ -239,6 +319,8 @@ def verify(repo, model_yaml, python, as_json):
     """Build the patched model again and print its summary."""
     try:
         co = detect(repo)
+        if model_yaml is not None and not Path(model_yaml).is_file():
+            raise MbpatchError("--model: no such yaml file", file=str(model_yaml), step="verify")
         entries = Journal(co.root).entries()
         if model_yaml is None and not entries:
             raise MbpatchError("nothing applied here yet and no --model given", file=str(co.root), step="verify")

@@ -217,6 +217,10 @@ def _recipe_state(recipe, ctx: Context, co: Checkout, cache: Dict[str, Optional[
         sources = dict(_read(co, targets, cache))
         outcome = recipe.run(ctx, sources)
     except (RecipeError, MbpatchError) as e:
+        if getattr(e, "users_own", None):  # the user's own class of that name: in place, apply would ask first
+            row.update(state="applied", detail=f"{e.users_own} (apply refuses to replace it without --replace-existing)",
+                       files=targets)
+            return row
         row.update(state="error", detail=str(e))
         return row
     except Exception as e:  # noqa: BLE001 (doctor explains any state; a recipe bug must not hide the rest)
@@ -300,7 +304,7 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
         if folder.is_dir() and any(not p.name.startswith("edited-") for p in folder.iterdir()):
             rep.add("journal", "journal", "warn", f"{DIR}/ holds originals but no journal.json: an apply was killed before "
                     "it recorded anything, so it changed no file of the checkout", "`mbpatch revert` removes the leftovers")
-        else:
+        elif not _orphans(co, rep):
             rep.add("journal", "journal", "ok", "no journal: mbpatch has not changed this checkout (or it was reverted)")
         return []
     try:
@@ -355,22 +359,50 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
                 "revert cannot restore those files: restore them with git (or reinstall), then delete .mbpatch/")
         return entries
     try:
-        rp = plan_revert(co.root)
+        rp = plan_revert(co.root, version=co.version)
         info["edited"] = rp.edited
+        info["between"] = [rel for _, rel in rp.between]
+        info["upgraded"] = rp.upgraded
     except (MbpatchError, OSError) as e:
         rep.add("journal", "journal", "fail", f"cannot plan a revert: {e}", "restore the files with git and delete .mbpatch/")
         return entries
     if rp.already and len(rp.already) < len(rp.restore):
         rep.add("journal", "half reverted", "warn", f"already back to their original bytes: {', '.join(rp.already)} "
                 "(a revert was interrupted?)", "`mbpatch revert` finishes it")
+    if rp.upgraded:
+        rep.add("journal", "upgraded", "fail",
+                f"this checkout was upgraded from {rp.upgraded[0]} to {rp.upgraded[1]} since mbpatch patched it"
+                + (f"; replaced by the upgrade: {', '.join(rp.kept)}" if rp.kept else ""),
+                f"`mbpatch revert` undoes what is left of the {rp.upgraded[0]} patch and keeps {rp.upgraded[1]}'s files; "
+                "then `mbpatch apply` again (apply refuses until then)")
+    if rp.between:
+        rep.add("journal", "edited between applies", "warn",
+                "edited between two applies: " + ", ".join(f"{rel} (before apply #{i})" for i, rel in rp.between),
+                f"`mbpatch revert` refuses; `mbpatch revert --force` saves those versions under {DIR}/edited-<time>/")
     if rp.edited:
         rep.add("journal", "edited", "warn", f"changed since mbpatch wrote them: {', '.join(rp.edited)}",
                 f"`mbpatch revert` refuses; `mbpatch revert --force` first saves your copies under {DIR}/")
     done = [e for e in entries if e.get("state") == "done"]
-    if done and not rp.edited and not missing_originals:
+    if done and not rp.edited and not rp.between and not rp.upgraded and not missing_originals:
         rep.add("journal", "journal", "ok", f"{len(entries)} apply(s) recorded, every patched file as mbpatch wrote it; "
                 "`mbpatch revert` restores the original bytes")
     return entries
+
+
+def _orphans(co: Checkout, rep: Report) -> bool:
+    """mbpatch's `# mbpatch:` markers without a journal (.mbpatch/ deleted): a FAIL naming them, and the way out."""
+    from .safety import MARK, find_markers, orphan_advice
+
+    marks = find_markers(co)
+    if not marks:
+        return False
+    rep.data["journal"]["orphaned"] = [{"path": rel, "line": line} for rel, line in marks]
+    rep.add("journal", "orphaned patch", "fail",
+            f"mbpatch's edits ({MARK} markers at {', '.join(f'{rel}:{line}' for rel, line in marks)}) but no "
+            f"{DIR}/journal.json: the journal was deleted (git clean, a copy without hidden folders), so `mbpatch revert` "
+            "cannot restore these files and apply refuses to stack on them",
+            orphan_advice(co, marks))
+    return True
 
 
 # --- environment and shadowing -----------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 Apply = run every recipe in memory (each sees the texts the previous ones produced), check that every
 changed Python file compiles, then write: originals to the journal first, each file atomically, all or
 none (a failed write rolls back the ones already written).
+
+The write phases of apply and revert defer SIGINT / SIGTERM (`deferred_signals`): a Ctrl-C there takes
+effect when the phase ends, as `Interrupted`, so a checkout is never left half-patched by a keypress.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 try:
     import fcntl
@@ -119,7 +124,22 @@ def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
             except SyntaxError as e:  # a recipe bug, never the user's: say so
                 raise MbpatchError(f"mbpatch produced invalid Python (line {e.lineno}); nothing was written, please report it",
                                    file=rel, step="compile") from None
+    for rel in result.changes:
+        if result.originals.get(rel) is None:
+            _case_clash(co, rel, _step_for(result, rel))
     return result
+
+
+def _case_clash(co: Checkout, rel: str, step: str) -> None:
+    """Refuse to create `rel` beside a file whose name differs only in case (one file on macOS and Windows)."""
+    path = co.root / rel
+    if not path.parent.is_dir():
+        return
+    for sibling in path.parent.iterdir():
+        if sibling.name != path.name and sibling.name.lower() == path.name.lower():
+            raise MbpatchError(
+                f"would be created beside your {sibling.name}: the two names differ only in case and are the same "
+                "file on macOS and Windows; rename or remove yours, then apply again", file=rel, step=step)
 
 
 # --- locking -----------------------------------------------------------------------------------------------
@@ -167,8 +187,20 @@ class Lock:
             if not same:
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+            try:
+                os.ftruncate(fd, 0)
+                _hook("lock", self.path)
+                os.write(fd, str(os.getpid()).encode())
+            except BaseException as e:  # a full disk, a quota, a Ctrl-C: leave no empty lock behind
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+                os.close(fd)
+                if not isinstance(e, OSError):
+                    raise
+                raise MbpatchError(f"cannot write the lock file ({e.strerror}); nothing was changed ({_what_to_do(e)}, "
+                                   "then run the command again)", file=str(self.path), step="lock") from None
             self._fd = fd
             return self
 
@@ -271,6 +303,12 @@ def write(p: Plan, meta: Dict) -> Optional[Dict]:
         if not os.access(target, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise MbpatchError("is not writable; nothing was changed (make it writable and apply again)",
                                file=rel, step=_step_for(p, rel))
+    with deferred_signals():
+        return _write(p, meta, changes)
+
+
+def _write(p: Plan, meta: Dict, changes: Dict[str, bytes]) -> Dict:
+    co = p.checkout
     journal = Journal(co.root)
     dirs = _new_dirs(co, list(changes))
     try:
@@ -348,6 +386,42 @@ def _rollback(co: Checkout, p: Plan, written: List[str], dirs: List[str]) -> Lis
     return failed
 
 
+# --- signals -----------------------------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """A SIGINT / SIGTERM that arrived during a write phase, raised once the phase is complete."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+class deferred_signals:  # noqa: N801 (used as a context manager)
+    """Hold SIGINT and SIGTERM until the block ends, then raise `Interrupted` (unless the block failed)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.got: List[int] = []
+        self.old: Dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.old[sig] = signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self.got.append(signum)
+
+    def __exit__(self, exc_type, exc, tb):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        if self.got and exc_type is None:
+            raise Interrupted(self.got[0])
+        return False
+
+
 # --- revert ------------------------------------------------------------------------------------------------
 
 
@@ -358,12 +432,38 @@ class RevertPlan:
     already: List[str] = field(default_factory=list)  # already back to their original bytes
     dirs: List[str] = field(default_factory=list)
     entries: int = 0
+    # (entry id, path): the file was edited between the apply before that entry and that entry; the edited
+    # bytes are that entry's saved original (.mbpatch/originals/<id>/<path>)
+    between: List[Tuple[int, str]] = field(default_factory=list)
+    # originals that revert leaves unwritten because the file was replaced by an upgrade or removed with the
+    # package (path -> those original bytes, saved under .mbpatch/kept-<time>/)
+    kept: Dict[str, bytes] = field(default_factory=dict)
+    upgraded: Optional[Tuple[str, str]] = None  # (version the journal recorded, version on disk now)
+    gone: bool = False  # the package itself is gone (pip uninstall): only mbpatch's leftovers are undone
+
+    @property
+    def blocked(self) -> List[str]:
+        """Files whose revert needs --force: edited after the last apply, or between two applies."""
+        return self.edited + [rel for _, rel in self.between if rel not in self.edited]
 
 
-def plan_revert(root: Path) -> RevertPlan:
+def recorded_version(entries: List[Dict]) -> Optional[str]:
+    """The checkout version the last entry recorded (None for a format-1 journal)."""
+    for e in reversed(entries):
+        if e.get("version"):
+            return str(e["version"])
+    return None
+
+
+def plan_revert(root: Path, version: Optional[str] = None, gone: bool = False) -> RevertPlan:
+    """What revert would do. `version`: the checkout's version now (None: unknown, not compared);
+    `gone`: no checkout is detected at `root` any more (the package was uninstalled)."""
     journal = Journal(root)
     entries = journal.entries()
-    rp = RevertPlan(entries=len(entries))
+    rp = RevertPlan(entries=len(entries), gone=gone)
+    was = recorded_version(entries)
+    if version and was and version != was:
+        rp.upgraded = (was, version)
     ok: Dict[str, set] = {}  # path -> acceptable current sha256 values
     for e in entries:
         for f in e["files"]:
@@ -376,6 +476,8 @@ def plan_revert(root: Path) -> RevertPlan:
                         f"its original copy is missing from {journal.dir.name}/originals/{e['id']}/, so revert cannot "
                         "restore it; restore the file with git (or reinstall), then delete .mbpatch/",
                         file=rel, step="revert") from None
+            elif f["sha_before"] not in ok[rel]:  # the chain is broken: edited between the two applies
+                rp.between.append((int(e["id"]), rel))
             accept = {f["sha_after"]}
             if e["state"] != "done":  # killed mid-apply: the file may not have been written yet
                 accept |= ok.get(rel, {f["sha_before"]})
@@ -386,45 +488,118 @@ def plan_revert(root: Path) -> RevertPlan:
     for rel, accept in ok.items():
         path = root / rel
         current = sha256(path.read_bytes()) if path.is_file() else None
-        if current == sha256(rp.restore[rel]):  # already original again (a revert killed half-way): not an edit
+        original = rp.restore[rel]
+        if current == sha256(original):  # already original again (a revert killed half-way): not an edit
             rp.already.append(rel)
         elif current not in accept:
-            rp.edited.append(rel)
+            if (rp.upgraded or gone) and original is not None:
+                rp.kept[rel] = original  # the upgrade (or pip) wrote this file: never put the old bytes back
+            else:
+                rp.edited.append(rel)
     return rp
 
 
-def revert(root: Path, rp: RevertPlan, force: bool = False) -> Optional[Path]:
-    """Restore the originals. With `force`, edited files are first copied to .mbpatch/edited-<time>/."""
-    saved = None
-    if rp.edited:
-        if not force:
-            raise MbpatchError(
-                "changed since mbpatch patched them: " + ", ".join(rp.edited)
-                + "; revert refused (use --force to save your copies under .mbpatch/ and revert anyway)",
-                file=rp.edited[0],
-                step="revert",
-            )
-        saved = root / ".mbpatch" / time.strftime("edited-%Y%m%d-%H%M%S")
-        n = 1
-        while saved.exists():
-            n += 1
-            saved = saved.with_name(time.strftime("edited-%Y%m%d-%H%M%S") + f"-{n}")
-        for rel in rp.edited:
-            src = root / rel
-            if src.is_file():
-                dest = saved / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(dest, src.read_bytes())
-    for rel, data in rp.restore.items():
-        path = root / rel
-        path.with_name(f".{path.name}{TMP_SUFFIX}").unlink(missing_ok=True)  # left by a killed apply
-        if data is None:
-            path.unlink(missing_ok=True)
-            for cache in path.parent.glob(f"__pycache__/{path.stem}.*.pyc"):
-                cache.unlink()
-        else:
-            atomic_write(path, data)
-    for d in sorted(rp.dirs, key=len, reverse=True):
+def _stamp_dir(root: Path, prefix: str) -> Path:
+    base = root / ".mbpatch" / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+@dataclass
+class RevertResult:
+    saved: Optional[Path] = None  # your edited copies (revert --force)
+    kept: Optional[Path] = None  # originals not written back (upgrade / uninstall)
+    restored: List[str] = field(default_factory=list)
+    left: List[str] = field(default_factory=list)  # files left as they are now (see RevertPlan.kept)
+
+
+def revert(root: Path, rp: RevertPlan, force: bool = False) -> RevertResult:
+    """Restore the originals. With `force`, edited files are first copied to .mbpatch/edited-<time>/
+    (and the versions edited between two applies to .mbpatch/edited-<time>/before-apply-<id>/)."""
+    res = RevertResult()
+    if rp.blocked and not force:
+        between = sorted({rel for _, rel in rp.between})
+        parts = []
+        if rp.edited:
+            parts.append("changed since mbpatch patched them: " + ", ".join(rp.edited))
+        if between:
+            parts.append("edited between two applies (your edit is under .mbpatch/originals/): " + ", ".join(between))
+        raise MbpatchError(
+            "; ".join(parts) + "; revert refused (use --force to save your copies under .mbpatch/ and revert anyway)",
+            file=rp.blocked[0], step="revert")
+    if rp.upgraded and force:  # --force: the old release's files go back too (the current ones are saved)
+        rp.edited += [rel for rel in rp.kept if rel not in rp.edited]
+        rp.kept = {}
+    writes = {rel: data for rel, data in rp.restore.items() if rel not in rp.kept}
+    for rel in writes:
+        _writable_or_refuse(root, rel)
+    journal = Journal(root)
+    current = ""
+    try:
+        with deferred_signals():
+            if rp.edited or rp.between:
+                res.saved = _stamp_dir(root, "edited")
+                for rel in rp.edited:
+                    src = root / rel
+                    if src.is_file():
+                        current = str(res.saved / rel)
+                        _save_copy(res.saved / rel, src.read_bytes())
+                for eid, rel in rp.between:
+                    copy = journal.dir / "originals" / str(eid) / rel
+                    if copy.is_file():
+                        current = str(res.saved / f"before-apply-{eid}" / rel)
+                        _save_copy(res.saved / f"before-apply-{eid}" / rel, copy.read_bytes())
+            if rp.kept:
+                res.kept = _stamp_dir(root, "kept")
+                for rel, data in rp.kept.items():
+                    current = str(res.kept / rel)
+                    _save_copy(res.kept / rel, data)
+                    res.left.append(rel)
+            for rel, data in writes.items():
+                current = rel
+                path = root / rel
+                path.with_name(f".{path.name}{TMP_SUFFIX}").unlink(missing_ok=True)  # left by a killed apply
+                _hook("before-write", path)
+                if data is None:
+                    path.unlink(missing_ok=True)
+                    for cache in path.parent.glob(f"__pycache__/{path.stem}.*.pyc"):
+                        cache.unlink()
+                else:
+                    atomic_write(path, data)
+                res.restored.append(rel)
+                _hook("after-write", path)
+            _remove_dirs(root, rp.dirs)
+            current = str(journal.file)
+            journal.remove(keep_edited=True)
+    except OSError as e:
+        done = len(res.restored)
+        raise MbpatchError(
+            f"revert stopped ({e.strerror}) after restoring {done} of {len(writes)} file(s); the journal keeps "
+            f"every original: {_what_to_do(e)}, then run `mbpatch revert` again to finish",
+            file=current or str(root), step="revert") from None
+    return res
+
+
+def _writable_or_refuse(root: Path, rel: str) -> None:
+    path = root / rel
+    target = path if path.exists() else path.parent
+    while not target.exists():
+        target = target.parent
+    if not os.access(target, os.W_OK) or not os.access(path.parent if path.parent.exists() else target, os.W_OK):
+        raise MbpatchError("is not writable; nothing was reverted (make it and its folder writable, then revert again)",
+                           file=rel, step="revert")
+
+
+def _save_copy(dest: Path, data: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, data)
+
+
+def _remove_dirs(root: Path, dirs: List[str]) -> None:
+    for d in sorted(dirs, key=len, reverse=True):
         folder = root / d
         pycache = folder / "__pycache__"
         if pycache.is_dir() and not any(p.suffix != ".pyc" for p in pycache.iterdir()):
@@ -435,5 +610,3 @@ def revert(root: Path, rp: RevertPlan, force: bool = False) -> Optional[Path]:
             folder.rmdir()
         except OSError:
             pass
-    Journal(root).remove(keep_edited=True)
-    return saved

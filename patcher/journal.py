@@ -4,6 +4,17 @@ Layout:
     .mbpatch/journal.json                 entries, oldest first (format below)
     .mbpatch/originals/<entry id>/<path>  the bytes each patched file had before that entry
     .mbpatch/edited-<time>/<path>         copies saved by `revert --force` (kept after revert)
+    .mbpatch/kept-<time>/<path>           originals revert did not write back: the file was replaced by an
+                                          upgrade or removed by `pip uninstall` (kept after revert)
+
+Format 2 (mbpatch 0.x, this file) adds to each entry `version` and `kind`: the checkout's release when the
+entry was written, so apply / doctor / revert can tell "upgraded since mbpatch patched it" from a hand edit.
+Each file record has `sha_before` (its bytes before that entry) and `sha_after`; for a file written by
+several entries, entry k's sha_before must equal entry k-1's sha_after (the chain): a gap means the file
+was edited between the two applies. Format 1 journals (no `version`) are read and reverted the same way.
+
+When the checkout is in a git repository, the first entry adds `/<path>/.mbpatch/` to `.git/info/exclude`
+(never to a tracked .gitignore) so `git add -A` does not commit the saved originals.
 
 An entry is written as "pending" (with its originals) before any file of the checkout is touched and marked
 "done" after the last write, so a run killed at any point leaves a journal that explains the state: each
@@ -16,13 +27,15 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import MbpatchError, __version__
 
-FORMAT = 1
+FORMAT = 2
+KEEP_PREFIXES = ("edited-", "kept-")  # folders of .mbpatch/ that outlive the journal
 DIR = ".mbpatch"
 TMP_SUFFIX = ".mbpatch-tmp"  # atomic_write's temp file: `.<name>.mbpatch-tmp` beside the file
 
@@ -56,7 +69,9 @@ def _hook(point: str, path: Path) -> None:
     checkout files, saved originals, the journal), journal / after-journal (each journal update).
 
     With a third field, "<point>:<n>:<ERRNO>" (e.g. `before-rename:5:ENOSPC`), the n-th time raises that
-    OSError instead, as a full disk or a read-only file would.
+    OSError instead, as a full disk or a read-only file would; "<point>:<n>:SIGINT" (or SIGTERM) sends
+    that signal to this process instead, as a Ctrl-C at that moment would. Point `lock` is reached when
+    the lock file is written.
     """
     spec = os.environ.get("MBPATCH_CRASH_AT")
     if not spec:
@@ -68,6 +83,9 @@ def _hook(point: str, path: Path) -> None:
     n = int(os.environ.get("_MBPATCH_CRASH_SEEN", "0")) + 1
     os.environ["_MBPATCH_CRASH_SEEN"] = str(n)
     if n == int(count or 1):
+        if err.startswith("SIG"):
+            os.kill(os.getpid(), getattr(signal, err))
+            return
         if err:
             code = getattr(errno, err)
             raise OSError(code, os.strerror(code), str(path))
@@ -114,6 +132,7 @@ class Journal:
     # --- writing -------------------------------------------------------------------------------------------
     def _save(self, data: Dict) -> None:
         self.dir.mkdir(exist_ok=True)
+        data["format"] = FORMAT
         _hook("journal", self.file)
         atomic_write(self.file, (json.dumps(data, indent=1) + "\n").encode())
         _hook("after-journal", self.file)
@@ -123,6 +142,8 @@ class Journal:
         data = self.load()
         entry_id = max([e["id"] for e in data["entries"]], default=0) + 1
         created = not self.dir.exists()
+        if created:
+            git_exclude(self.root)
         try:
             self._begin(data, entry_id, meta, files, new, dirs)
         except OSError:  # nothing of the checkout was touched yet: leave no trace either
@@ -179,7 +200,7 @@ class Journal:
         if not self.dir.exists():
             return
         for child in self.dir.iterdir():
-            if keep_edited and child.name.startswith("edited-"):
+            if keep_edited and child.name.startswith(KEEP_PREFIXES):
                 continue
             _rmtree(child)
         if not any(self.dir.iterdir()):
@@ -193,3 +214,54 @@ def _rmtree(path: Path) -> None:
         path.rmdir()
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _git_dir(root: Path) -> Optional[Path]:
+    """The git directory of the repository holding `root` (following a worktree's `.git` file), or None."""
+    for folder in (root, *root.parents):
+        dot = folder / ".git"
+        if dot.is_dir():
+            return dot
+        if dot.is_file():
+            text = dot.read_text(encoding="utf-8", errors="replace").strip()
+            if text.startswith("gitdir:"):
+                gd = Path(text[len("gitdir:"):].strip())
+                gd = gd if gd.is_absolute() else folder / gd
+                common = gd / "commondir"  # a worktree shares info/exclude with the main repository
+                if common.is_file():
+                    c = Path(common.read_text(encoding="utf-8").strip())
+                    gd = c if c.is_absolute() else gd / c
+                return gd
+            return None
+    return None
+
+
+def exclude_line(root: Path) -> Optional[Tuple[Path, str]]:
+    """(the repository's info/exclude file, the line that hides `root`/.mbpatch/), or None outside git."""
+    gd = _git_dir(root.resolve())
+    if gd is None:
+        return None
+    top = next(f for f in (root.resolve(), *root.resolve().parents) if (f / ".git").exists())
+    rel = root.resolve().relative_to(top).as_posix()
+    return gd / "info" / "exclude", "/" + (f"{rel}/" if rel != "." else "") + f"{DIR}/"
+
+
+def git_exclude(root: Path) -> None:
+    """List .mbpatch/ in .git/info/exclude (best effort: a read-only .git only means git shows the folder)."""
+    try:
+        found = exclude_line(root)
+        if found is None:
+            return
+        path, line = found
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if line in text.splitlines():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sep = "" if not text or text.endswith("\n") else "\n"
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{sep}{_EXCLUDE_NOTE}\n{line}\n")
+    except (OSError, ValueError):
+        pass
+
+
+_EXCLUDE_NOTE = "# mbpatch: its journal and saved originals (never commit them)"

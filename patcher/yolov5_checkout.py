@@ -16,13 +16,12 @@ recipes: which class owns `_forward_once` (`Model` up to v6.1, `BaseModel` after
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .checkout import Checkout
-
-_VERSION = re.compile(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", re.M)
+from .checkout_base import VERSION_LINE as _VERSION
+from .checkout_base import Checkout
+from .checkout_base import first_file as _first
 
 
 def _common_import(source: str) -> Optional[Tuple[str, bool]]:
@@ -60,13 +59,6 @@ def _structure(source: str, star: bool) -> str:
     if owner == "BaseModel":
         return "v6.2-v7.0 code: class BaseModel"
     return "code of unknown vintage"
-
-
-def _first(root: Path, *candidates: str) -> Optional[str]:
-    for c in candidates:
-        if (root / c).is_file():
-            return c
-    return None
 
 
 def _build(root: Path, package: Path, prefix: str, star: bool, source: str) -> Checkout:

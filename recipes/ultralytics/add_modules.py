@@ -12,6 +12,13 @@ Already applied: `AddModules/__init__.py` already imports every name of the back
 a file the user wrote following a tutorial: theirs is kept, never overwritten).
 Refused: `AddModules/<family>.py` exists, is not mbpatch's and does not define the backbone's names.
 
+The user's own class of the same name (a tutorial's `AddModules/MobileNetV2.py` with `from .MobileNetV2
+import *`, or `from .mine import MobileNetV2`): writing ours would replace theirs for the yaml name, so the
+recipe refuses (the RecipeError has `users_own` set, which doctor reads as "applied: your own class")
+unless `--replace-existing`; then mbpatch's source goes to `AddModules/mbpatch_<family>.py`, never to a file
+whose name differs from theirs only in case (`MobileNetV2.py` / `mobilenetv2.py` are one file on macOS and
+Windows), and its import line comes last in `__init__.py`, so it wins. Their file is left as it is.
+
 VALID (after): AddModules/__init__.py contains `from .mobilenetv4 import MobileNetV4ConvSmall, mobilenetv4_small, ...`
 """
 
@@ -76,6 +83,30 @@ def set_default_weights(init: cst.Module, cls: str, path: str) -> str:
     return code + ("" if code.endswith("\n") or not code else "\n") + line
 
 
+def _relative_imports(init: cst.Module):
+    """(module name, imported names or None for `*`) of each `from .X import ...` in `__init__.py`."""
+    for s in init.body:
+        if isinstance(s, cst.SimpleStatementLine) and isinstance(s.body[0], cst.ImportFrom):
+            imp = s.body[0]
+            if len(imp.relative) != 1 or not isinstance(imp.module, cst.Name):
+                continue
+            names = None if isinstance(imp.names, cst.ImportStar) else [a.name.value for a in imp.names]
+            yield imp.module.value, names
+
+
+def users_module(ctx: Context, init: cst.Module) -> Optional[str]:
+    """The module of the user's own class of the backbone's name that `__init__.py` imports, or None."""
+    family = ctx.backbone.family
+    for module, names in _relative_imports(init):
+        if module in (family, f"mbpatch_{family}"):
+            continue
+        if names is None and module.lower() == family.lower():
+            return module
+        if names is not None and ctx.backbone.cls in names:
+            return module
+    return None
+
+
 def template_text(ctx: Context) -> str:
     return HEADER.format(mark=MARK, family=ctx.backbone.family) + ctx.backbone.source()
 
@@ -86,10 +117,11 @@ class AddModules(Recipe):
 
     def targets(self, ctx: Context) -> List[str]:
         folder = _folder(ctx)
-        return [f"{folder}/{ctx.backbone.family}.py", f"{folder}/__init__.py"]
+        family = ctx.backbone.family
+        return [f"{folder}/{family}.py", f"{folder}/__init__.py", f"{folder}/mbpatch_{family}.py"]
 
     def inspect(self, ctx: Context, sources: Mapping[str, Optional[str]]):
-        src_path, init_path = self.targets(ctx)
+        src_path, init_path, _ = self.targets(ctx)
         init_text = sources.get(init_path)
         exported = exported_names(_parse(init_text, init_path)) if init_text is not None else []
         return {
@@ -98,16 +130,30 @@ class AddModules(Recipe):
         }
 
     def run(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Outcome:
-        src_path, init_path = self.targets(ctx)
+        src_path, init_path, alt_path = self.targets(ctx)
         names: Sequence[str] = ctx.backbone.names
         init_text = sources.get(init_path)
+        theirs = None
         if init_text is not None:
-            exported = exported_names(_parse(init_text, init_path))
+            init = _parse(init_text, init_path)
+            exported = exported_names(init)
             if exported is None or all(n in exported for n in names):
-                if exported is None and sources.get(src_path) is None:
+                if exported is None and sources.get(src_path) is None and sources.get(alt_path) is None:
                     pass  # a star import alone proves nothing about this backbone: add our file
                 else:
                     return self._weights(ctx, init_path, init_text, {}, f"{init_path} exports {names[0]}")
+            theirs = users_module(ctx, init)
+        if theirs is not None:
+            if not getattr(ctx, "replace_existing", False):
+                e = RecipeError(
+                    f"{init_path} already imports your own {ctx.backbone.cls} from {_folder(ctx)}/{theirs}.py; mbpatch's "
+                    f"{ctx.backbone.cls} would replace yours for the yaml name '{ctx.backbone.cls}': pass "
+                    "--replace-existing to use mbpatch's (your file stays as it is), or keep yours and train with it")
+                e.users_own = f"your own {ctx.backbone.cls} in {_folder(ctx)}/{theirs}.py"
+                e.file = init_path
+                raise e
+            if theirs.lower() == ctx.backbone.family.lower():
+                src_path = alt_path  # never a second file whose name differs from theirs only in case
         changes = {}
         existing = sources.get(src_path)
         if existing is None:
@@ -119,7 +165,7 @@ class AddModules(Recipe):
                     f"{src_path} exists and does not define {', '.join(missing)}; "
                     "rename your file or remove it, then apply again"
                 )
-        line = f"from .{ctx.backbone.family} import {', '.join(names)}\n"
+        line = f"from .{src_path.rsplit('/', 1)[-1][:-3]} import {', '.join(names)}\n"
         if init_text is None:
             changes[init_path] = f"{MARK} backbones added by mbpatch; each line imports one template's names\n" + line
         else:
