@@ -33,15 +33,18 @@ def test_weights_are_loaded_when_the_model_is_built(ultralytics_checkout, tmp_pa
     assert tree_digest(repo) == before
 
 
-def test_weights_with_a_missing_backbone_key_fail_verification_naming_it(ultralytics_checkout, tmp_path):
+def test_weights_with_a_missing_backbone_key_refused_before_writing_naming_it(ultralytics_checkout, tmp_path):
+    """Checked before the first byte is written (issue 8): exit 2, one line naming the key, the checkout untouched."""
     repo = ultralytics_checkout("8.4.190")
+    before = tree_digest(repo)
     state = timm.create_model("mobilenetv4_conv_small", pretrained=False).state_dict()
     dropped = sorted(k for k in state if k.startswith("blocks.1.") and k.endswith(".weight"))[0]
     state.pop(dropped)
     ckpt = tmp_path / "broken.pth"
     torch.save(state, ckpt)
-    proc = run_cli("apply", "--repo", repo, "--backbone", "mobilenetv4_small", "--arch", "yolov8", "--weights", ckpt, check=1)
-    assert dropped in proc.stderr + proc.stdout
+    proc = run_cli("apply", "--repo", repo, "--backbone", "mobilenetv4_small", "--arch", "yolov8", "--weights", ckpt, check=2)
+    assert dropped in proc.stderr and "[weights]" in proc.stderr and "Traceback" not in proc.stderr
+    assert tree_digest(repo) == before
 
 
 def test_weights_file_must_exist(ultralytics_checkout, tmp_path):
