@@ -293,6 +293,10 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
     if saved:
         rep.add("journal", "saved copies", "info", f"copies saved by `revert --force`: {', '.join(f'{DIR}/{s}' for s in saved)}",
                 "yours to keep or delete")
+    kept = sorted(p.name for p in folder.glob("kept-*")) if folder.is_dir() else []
+    if kept:
+        rep.add("journal", "kept originals", "info", "originals revert did not write back (replaced by an upgrade or "
+                f"removed by pip): {', '.join(f'{DIR}/{k}' for k in kept)}", "yours to keep or delete")
     pid = holder(co.root)
     if pid:
         rep.add("journal", "lock", "warn", f"an mbpatch run (pid {pid}) is working on this checkout right now",

@@ -166,6 +166,26 @@ def test_upgrade_is_detected_and_never_downgraded(ultralytics_checkout):
     assert (root / TASKS).read_bytes() == new_tasks
 
 
+def test_format_1_journal_still_reverts(ultralytics_checkout):
+    """A journal written before the version was recorded (format 1) reverts as before; no upgrade is guessed."""
+    import json
+
+    root = ultralytics_checkout(OLD)
+    pristine = tree_digest(root)
+    apply(root, check=0)
+    path = root / ".mbpatch/journal.json"
+    data = json.loads(path.read_text())
+    data["format"] = 1
+    for e in data["entries"]:
+        e.pop("version"), e.pop("kind")
+    path.write_text(json.dumps(data))
+    proc = run_cli("revert", "--repo", root, "--dry-run", check=0)
+    assert "would restore " + TASKS in flat(proc.stdout)
+    proc = run_cli("revert", "--repo", root, check=0)
+    assert "original bytes" in flat(proc.stdout)
+    assert tree_digest(root) == pristine
+
+
 # --- 3. installed packages are not checkouts ---------------------------------------------------------------
 
 
