@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import MbpatchError
 from .checkout import Checkout, installed_package
-from .journal import DIR, Journal, sha256
+from .journal import DIR, sha256
 
 MARK = "# mbpatch:"  # what every comment mbpatch writes starts with (recipes/cst_anchors.py MARK)
 
@@ -179,7 +179,3 @@ def check_weights(ctx) -> None:
         detail = "; ".join(ln[:200] for ln in lines[1:]) or lines[0]
         raise MbpatchError(f"--weights does not fit {ctx.backbone.cls} ({detail}); nothing was changed",
                            file=str(path), step="weights") from None
-
-
-def journal_entries(co: Checkout) -> List[Dict]:
-    return Journal(co.root).entries()

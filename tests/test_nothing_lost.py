@@ -436,3 +436,22 @@ def test_case_only_name_clash_is_refused_yolov5(tmp_path, yolov5_env):
     line = one_line(proc)
     assert "models/mobilenetv2.py" in line and "MobileNetV2.py" in line and "differ only in case" in line
     assert tree_digest(root) == users
+
+
+def test_users_own_class_in_common_py_yolov5(tmp_path, yolov5_env):
+    """The YOLOv5 tutorials paste the class into models/common.py: mbpatch's import would shadow it."""
+    root = make_git(tmp_path / "yolov5", "7.0.14")
+    common = root / "models/common.py"
+    common.write_text(common.read_text() + "\n\n" + USERS_CLASS.split("\n\n\n", 1)[1])
+    users = tree_digest(root)
+    proc = apply(root, arch="yolov5", env=yolov5_env)
+    assert proc.returncode == 2
+    line = one_line(proc)
+    assert "models/common.py" in line and "your own MobileNetV2" in line and "--replace-existing" in line
+    assert tree_digest(root) == users
+    row = [r for g in doctor(root)["recipes"] for r in g["steps"] if r["recipe"] == "add_modules"][0]
+    assert row["state"] == "applied" and "your own MobileNetV2" in row["detail"]
+    apply(root, "--replace-existing", arch="yolov5", env=yolov5_env, check=0)
+    assert (root / "models/mobilenetv2.py").is_file()
+    run_cli("revert", "--repo", root, env=yolov5_env, check=0)
+    assert tree_digest(root) == users

@@ -15,6 +15,13 @@ With `--weights FILE`: the line `<Class>.default_weights = "<FILE>"` at the end 
 templates load `default_weights` when built without `weights=`), so every `Model(cfg)` loads the checkpoint.
 A file of yours is not given the line (your class may not read it): apply refuses instead.
 
+Your own class of the same name in `models/common.py` (tutorials paste the class there; v7.0 and earlier,
+whose yolo.py star-imports common): the register step's
+import, placed after the `models.common` import, would replace yours for the yaml name, so the recipe
+refuses (the RecipeError has `users_own` set, which doctor reads as "applied: your own class") unless
+`--replace-existing`. A file whose name differs from ours only in case (`models/MobileNetV2.py`) is refused
+by the engine: the two would be one file on macOS and Windows.
+
 VALID (after): models/repvit.py starts with `# mbpatch: backbone source from the mbpatch template 'repvit'`
 INVALID: no models/repvit.py, so `from models.repvit import RepViTM1` fails.
 """
@@ -60,13 +67,14 @@ class AddModules(Recipe):
     def targets(self, ctx: Context) -> List[str]:
         if not_this_style(ctx, BACKBONE):
             return []
-        return [f"{ctx.checkout.files['models_dir']}/{ctx.backbone.family}.py"]
+        return [f"{ctx.checkout.files['models_dir']}/{ctx.backbone.family}.py", ctx.checkout.files["common"]]
 
     def run(self, ctx: Context, sources: Mapping[str, Optional[str]]) -> Outcome:
         reason = not_this_style(ctx, BACKBONE)
         if reason:
             return Outcome(NOT_NEEDED, reason)
-        (path,) = self.targets(ctx)
+        path, common = self.targets(ctx)
+        _refuse_shadowing(ctx, common, sources.get(common), sources.get(path))
         header = HEADER.format(mark=MARK, what="backbone source", family=ctx.backbone.family)
         text = header + ctx.backbone.source()
         if not ctx.weights:
@@ -80,3 +88,23 @@ class AddModules(Recipe):
         if new == existing:
             return Outcome(ALREADY, f"{path} is mbpatch's and loads {ctx.weights}")
         return Outcome(APPLIED, f"{'wrote' if existing is None else 'updated'} {path}; loads {ctx.weights}", {path: new})
+
+
+def _refuse_shadowing(ctx: Context, common: str, common_text: Optional[str], ours: Optional[str]) -> None:
+    """Refuse to replace the user's own class of the backbone's name defined in models/common.py."""
+    cls = ctx.backbone.cls
+    if "explicit imports" in ctx.checkout.version:  # master imports a fixed name list: yours is not used anyway
+        return
+    if ours is not None or not common_text or f"class {cls}" not in common_text or getattr(ctx, "replace_existing", False):
+        return
+    try:
+        defined = defined_names(cst.parse_module(common_text))
+    except cst.ParserSyntaxError:
+        return  # the register step reports a broken common.py
+    if cls in defined:
+        e = RecipeError(f"{common} defines your own {cls}; mbpatch's {cls} would replace yours for the yaml name "
+                        f"'{cls}': pass --replace-existing to use mbpatch's (your class stays as it is), or keep yours "
+                        "and train with it")
+        e.users_own = f"your own {cls} in {common}"
+        e.file = common
+        raise e
