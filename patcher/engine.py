@@ -416,7 +416,7 @@ class deferred_signals:  # noqa: N801 (used as a context manager)
 
     def __exit__(self, exc_type, exc, tb):
         for sig, handler in self.old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
         if self.got and exc_type is None:
             raise Interrupted(self.got[0])
         return False
