@@ -106,14 +106,16 @@ def _run(model, build_s, extra=None):
 
 
 def _gradient_check(model, n_backbone):
-    """One training step's backward pass (train mode, a 1x3x64x64 input): every parameter of the backbone
-    layers (the yaml's first `n_backbone` rows) must receive a gradient, or DDP without
-    `find_unused_parameters` stops and those parameters never train. Returns {"params": n, "unused": [names]}."""
+    """One backward pass (train mode, a 1x3x160x160 input: RT-DETR needs 300 anchors): every parameter of the backbone layers (the yaml's
+    first `n_backbone` rows) must receive a gradient, or DDP without `find_unused_parameters` stops and those
+    parameters never train. The head alone runs in eval mode: RT-DETR's training decoder wants the batch's
+    labels. Returns {"params": n, "unused": [names]}."""
     import torch
 
     model.train()
+    model.model[-1].eval()
     model.zero_grad(set_to_none=True)
-    out = model(torch.rand(1, 3, 64, 64))
+    out = model(torch.rand(1, 3, 160, 160))
     leaves = []
 
     def collect(o):
