@@ -106,10 +106,10 @@ def _run(model, build_s, extra=None):
 
 
 def _gradient_check(model, n_backbone):
-    """One backward pass (train mode, a 1x3x160x160 input: RT-DETR needs 300 anchors): every parameter of the backbone layers (the yaml's
-    first `n_backbone` rows) must receive a gradient, or DDP without `find_unused_parameters` stops and those
-    parameters never train. The head alone runs in eval mode: RT-DETR's training decoder wants the batch's
-    labels. Returns {"params": n, "unused": [names]}."""
+    """One backward pass (train mode; a 1x3x160x160 input, as RT-DETR needs 300 anchors): every parameter of
+    the backbone layers (the yaml's first `n_backbone` rows) must receive a gradient, or DDP without
+    `find_unused_parameters` stops and those parameters never train. The head alone runs in eval mode:
+    RT-DETR's training decoder wants the batch's labels. Returns {"params": n, "unused": [names]}."""
     import torch
 
     model.train()
@@ -130,8 +130,10 @@ def _gradient_check(model, n_backbone):
                 collect(v)
 
     collect(out)
-    sum(leaves).backward()
-    names = [(f"model.{i}.{n}", p) for i, layer in enumerate(model.model[:n_backbone]) for n, p in layer.named_parameters()]
+    if leaves:
+        sum(leaves).backward()
+    layers = enumerate(model.model[:n_backbone])
+    names = [(f"model.{i}.{n}", p) for i, layer in layers for n, p in layer.named_parameters()]
     unused = [n for n, p in names if p.requires_grad and p.grad is None]
     model.zero_grad(set_to_none=True)
     model.eval()
@@ -143,8 +145,8 @@ def _gradient_verdict(result):
     unused = result["patched"]["gradient"]["unused"]
     if unused:
         result["ok"] = False
-        result["error"] = (f"{len(unused)} backbone parameter(s) got no gradient in a training step (DDP without "
-                           f"find_unused_parameters fails; they never train): {', '.join(unused)}")
+        result["error"] = (f"{len(unused)} backbone parameter(s) got no gradient in a training step (DDP "
+                           f"without find_unused_parameters fails; they never train): {', '.join(unused)}")
     return result
 
 

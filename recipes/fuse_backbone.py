@@ -42,10 +42,8 @@ for m in list(self.model.modules()):  {MARK} backbones fold themselves too
         m.{HOOK}()
 '''
 
-_STOCK_LOOP = m.For(
-    target=m.Name("m"),
-    iter=m.Call(func=m.Attribute(value=m.Attribute(value=m.Name("self"), attr=m.Name("model")), attr=m.Name("modules"))),
-)
+_SELF_MODEL = m.Attribute(value=m.Name("self"), attr=m.Name("model"))
+_STOCK_LOOP = m.For(target=m.Name("m"), iter=m.Call(func=m.Attribute(value=_SELF_MODEL, attr=m.Name("modules"))))
 _HOOK_CALL = m.Call(func=m.Attribute(attr=m.Name(HOOK)))
 
 
@@ -87,7 +85,8 @@ def calls_hook_ast(text: str, owners: Sequence[str]) -> Optional[bool]:
         return None
     classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
     for owner in owners:
-        fns = [f for f in getattr(classes.get(owner), "body", []) if isinstance(f, ast.FunctionDef) and f.name == "fuse"]
+        body = getattr(classes.get(owner), "body", [])
+        fns = [f for f in body if isinstance(f, ast.FunctionDef) and f.name == "fuse"]
         if len(fns) == 1:
             return any(isinstance(n, ast.Attribute) and n.attr == HOOK for n in ast.walk(fns[0]))
     return None

@@ -47,7 +47,8 @@ def build(path):
         Model = importlib.import_module("models.yolo").Model
         return Model(path, ch=3, nc=80), len(yaml.safe_load(open(path))["backbone"])
     tasks = importlib.import_module("ultralytics.nn.tasks")
-    d = yaml.safe_load(open(path)); d["scale"] = "n" if "n" in d.get("scales", {}) else next(iter(d.get("scales", {"": 0})))
+    d = yaml.safe_load(open(path))
+    d["scale"] = "n" if "n" in d.get("scales", {}) else next(iter(d.get("scales", {"": 0})))
     cls = tasks.RTDETRDetectionModel if "rtdetr" in os.path.basename(path) else tasks.DetectionModel
     return cls(d, nc=80, verbose=False), len(d["backbone"])
 
@@ -87,7 +88,8 @@ for label, path in cfgs:
         rec["error"] = worst(before, after)
         rec["bn_after"] = sum(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
         rec["classes_after"] = sorted({type(m).__name__ for m in backbone.modules()})
-        rec["token_mixers"] = sorted({type(m.token_mixer).__name__ for m in backbone.modules() if hasattr(m, "token_mixer")})
+        mixers = [m.token_mixer for m in backbone.modules() if hasattr(m, "token_mixer")]
+        rec["token_mixers"] = sorted({type(t).__name__ for t in mixers})
         state = {k: v.clone() for k, v in model.state_dict().items()}
         model.fuse()
         again = model.state_dict()
@@ -99,11 +101,13 @@ print("@@RESULT@@" + json.dumps(out))
 
 
 def fuse_check(root: Path, kind: str, cfgs, env=None) -> dict:
-    full = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    full = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False", "PYTHONDONTWRITEBYTECODE": "1",
+            **(env or {})}
     full.pop("PYTHONPATH", None)
     child = REPO / "patcher" / "verify_child.py"
-    proc = subprocess.run([sys.executable, "-c", FUSE_CHECK, str(root), kind, json.dumps([[a, str(b)] for a, b in cfgs]),
-                           str(child)], capture_output=True, text=True, cwd=str(root), env=full, timeout=900)
+    jobs = json.dumps([[label, str(path)] for label, path in cfgs])
+    proc = subprocess.run([sys.executable, "-c", FUSE_CHECK, str(root), kind, jobs, str(child)],
+                          capture_output=True, text=True, cwd=str(root), env=full, timeout=900)
     for line in proc.stdout.splitlines():
         if line.startswith("@@RESULT@@"):
             return json.loads(line[len("@@RESULT@@"):])
