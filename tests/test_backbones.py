@@ -417,3 +417,23 @@ def test_tutorial_pretrained_flag_means_no_weights_file(family_name, tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
     with pytest.raises(FileNotFoundError):
         cls(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("bid", ["mobilenetv4_hybrid_medium", "repvit_m1_1"])
+def test_reparameterized_onnx_export_matches_unfolded_pytorch(bid, tmp_path):
+    """The folded graph (what a fused detector exports) computes the unfolded model's maps in onnxruntime."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = randomize_(backbone_cls(bid)()).eval()
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        want = model(x)
+    model.reparameterize()
+    path = tmp_path / f"{bid}-fused.onnx"
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["images"], **kwargs)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    assert len(got) == 4
+    for g, w in zip(got, want):
+        assert close(torch.from_numpy(g), w), f"max diff {float((torch.from_numpy(g) - w).abs().max())}"
