@@ -130,6 +130,9 @@ def _gradient_check(model, n_backbone):
                 collect(v)
 
     collect(out)
+    if not leaves:  # a head whose eval output carries no gradient (an argmax map): the head in train mode too
+        model.model[-1].train()
+        collect(model(torch.rand(1, 3, 160, 160)))
     if leaves:
         sum(leaves).backward()
     layers = enumerate(model.model[:n_backbone])
