@@ -18,7 +18,7 @@ loaded weights are what gets folded. `reparameterize()` changes nothing the seco
 no-op (RT-DETR's `is_fused()` never turns true: its decoder's LayerNorms count as norm layers).
 
 Already applied: `fuse` calls `.reparameterize()` somewhere (ours carries the mbpatch mark; one written by
-hand counts too).
+hand counts too). Not needed: the file has no `fuse` method in those classes (a trimmed copy: nothing fuses).
 
 VALID:   for m in list(self.model.modules()): if hasattr(m, "reparameterize"): m.reparameterize()
 INVALID: (stock) only `isinstance(m, (Conv, DWConv)) and hasattr(m, "bn")` modules are folded
@@ -32,7 +32,7 @@ from typing import Optional, Sequence, Tuple
 import libcst as cst
 import libcst.matchers as m
 
-from . import ALREADY, APPLIED, RecipeError
+from . import ALREADY, APPLIED, NOT_NEEDED, RecipeError
 from .cst_anchors import MARK, class_def, methods, stmt
 
 HOOK = "reparameterize"
@@ -47,13 +47,13 @@ _STOCK_LOOP = m.For(target=m.Name("m"), iter=m.Call(func=m.Attribute(value=_SELF
 _HOOK_CALL = m.Call(func=m.Attribute(attr=m.Name(HOOK)))
 
 
-def _fuse_method(module: cst.Module, owners: Sequence[str]) -> Tuple[str, cst.FunctionDef]:
+def _fuse_method(module: cst.Module, owners: Sequence[str]) -> Tuple[Optional[str], Optional[cst.FunctionDef]]:
     for owner in owners:
         cls = class_def(module, owner)
         found = [f for f in methods(cls) if f.name.value == "fuse"] if cls is not None else []
         if len(found) == 1:
             return owner, found[0]
-    raise RecipeError(f"expected a `def fuse(self, ...)` in class {' or '.join(owners)}; restore it or edit by hand")
+    return None, None
 
 
 class _InsertBefore(cst.CSTTransformer):
@@ -95,6 +95,8 @@ def calls_hook_ast(text: str, owners: Sequence[str]) -> Optional[bool]:
 def add_fuse_hook(module: cst.Module, owners: Sequence[str]) -> Tuple[cst.Module, str, str]:
     """(module, status, detail): make the first of `owners` that has a `fuse` method call the hook."""
     owner, fn = _fuse_method(module, owners)
+    if fn is None:  # a trimmed or rewritten file: nothing here fuses, so there is nothing to extend
+        return module, NOT_NEEDED, f"no class {' or '.join(owners)} with a fuse() method in this file"
     if m.findall(fn, _HOOK_CALL):
         return module, ALREADY, f"{owner}.fuse() lets the backbone fold itself"
     insert = _InsertBefore()

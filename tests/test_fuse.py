@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, run_cli, tree_digest, unpacked
 from conftest_yolov5 import make_git, yolov5_env  # noqa: F401 (yolov5_env is a fixture)
 
-from mbpatch.recipes import ALREADY, APPLIED, parse
+from mbpatch.recipes import ALREADY, APPLIED, NOT_NEEDED, RecipeError, parse
 from mbpatch.recipes.fuse_backbone import add_fuse_hook
 
 torch = pytest.importorskip("torch")
@@ -160,6 +160,16 @@ def test_fuse_hook_in_yolov5(version):
     new, status, detail = add_fuse_hook(parse(text), ("BaseModel", "Model"))
     assert status == APPLIED and detail.startswith("Model" if version == "6.0.7" else "BaseModel")
     compile(new.code, "yolo.py", "exec")
+    assert len(new.code.splitlines()) == len(text.splitlines()) + 3
+    assert add_fuse_hook(new, ("BaseModel", "Model"))[1] == ALREADY
+
+
+def test_fuse_hook_not_needed_without_fuse_and_refused_without_its_loop():
+    trimmed = (Path(__file__).parent / "fixtures" / "yolov5_master_yolo.py").read_text()  # has no fuse()
+    assert add_fuse_hook(parse(trimmed), ("BaseModel", "Model"))[1] == NOT_NEEDED
+    rewritten = "class BaseModel:\n    def fuse(self):\n        return self\n"
+    with pytest.raises(RecipeError, match="no `for m in self.model.modules\\(\\):` loop"):
+        add_fuse_hook(parse(rewritten), ("BaseModel",))
 
 
 # --- the checkout's own fuse() on built models -----------------------------------------------------------------

@@ -9,7 +9,7 @@ their Conv+BN pairs, RepViT's token mixers become one depthwise conv, MobileNetV
 projection conv.
 
 Already applied: `BaseModel.fuse` calls `.reparameterize()` (ours, or one written by hand).
-Not needed: never (every release's fuse() misses the backbone).
+Not needed: every release has a fuse() that misses the backbone; only a file without `BaseModel.fuse` says so.
 
 VALID (after):  for m in list(self.model.modules()):  # mbpatch: ...
                     if hasattr(m, "reparameterize"): m.reparameterize()

@@ -7,7 +7,7 @@ the edit (see `recipes/fuse_backbone.py`) adds one loop before that which calls 
 module that has it: the whole backbone of `--style backbone`, each `InvertedResidual` of `--style blocks`.
 
 Already applied: `fuse` calls `.reparameterize()` (ours, or one written by hand).
-Not needed: never (no release's fuse() folds mbpatch's layers).
+Not needed: every release's fuse() misses mbpatch's layers; only a trimmed file without fuse() says so.
 
 VALID (after):  for m in list(self.model.modules()):  # mbpatch: ...
                     if hasattr(m, "reparameterize"): m.reparameterize()
