@@ -80,12 +80,18 @@ for label, path in cfgs:
     model.eval()
     x = torch.rand(1, 3, 160, 128, generator=g)  # RT-DETR needs 300 anchors
     backbone = model.model[:n_backbone]
+    head_inputs = []
+    model.model[-1].register_forward_pre_hook(lambda mod, args: head_inputs.append([t.clone() for t in tensors(args)]))
     with torch.no_grad():
         before = [t.clone() for t in tensors(model(x))]
         rec["bn_before"] = sum(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
         model.fuse()
         after = tensors(model(x))
-        rec["error"] = worst(before, after)
+        # RT-DETR's decoder picks its 300 queries by top-k: a 1e-6 change may swap two near-equal ones, so its
+        # outputs are compared through the maps the decoder receives (everything fuse() changes is before it)
+        rec["error"] = worst(head_inputs[0], head_inputs[-1])  # fuse() runs its own FLOPs passes between
+        if "rtdetr" not in label:
+            rec["error"] = max(rec["error"], worst(before, after))
         rec["bn_after"] = sum(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
         rec["classes_after"] = sorted({type(m).__name__ for m in backbone.modules()})
         mixers = [m.token_mixer for m in backbone.modules() if hasattr(m, "token_mixer")]
