@@ -4,7 +4,8 @@ On real sources (Ultralytics 8.4.190 and 8.1.20, YOLOv5 7.0.14 in the git layout
 of mbpatch builds each patched model the way a user does, gives every BatchNorm non-trivial statistics and
 every layer scale a non-trivial value, and compares the eval-mode outputs before and after the checkout's
 own `model.fuse()`. Tolerance: every output tensor within 1e-4 x max(1, its largest magnitude) (float32;
-the measured error is about 1e-6 relative). After fusing, the backbone of a conv network holds no
+the measured error is about 1e-6 relative); for RT-DETR the maps its decoder receives are compared, since
+its top-k query selection may swap two near-equal queries. After fusing, the backbone of a conv network holds no
 BatchNorm2d, RepViT's token mixers are single depthwise convs, and a second `fuse()` changes no tensor.
 """
 
