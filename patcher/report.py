@@ -65,6 +65,10 @@ def verification(result: Dict, yaml_path: str, snippet: str) -> None:
     console.print(c)
     shapes = ", ".join(f"{k}: ok" for k in patched["forward"])
     console.print(f"[green]forward passes[/] {shapes} (eval mode; WxH, or BxWxH where the batch is not 1)")
+    grad = patched.get("gradient")
+    if grad:
+        console.print(f"[green]gradient check[/] all {grad['params']} backbone parameters receive a gradient "
+                      "(one backward pass, train mode)")
     console.print(f"[bold]model yaml[/] {yaml_path}")
     console.print("[bold]train it[/] (from the checkout's root, so Python imports this checkout):")
     console.print(Syntax(snippet, "python", theme="ansi_dark", background_color="default"))

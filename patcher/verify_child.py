@@ -73,6 +73,7 @@ def _measure(cls, cfg, scale, nc, summary):
     info = _run(model, time.perf_counter() - t0)
     if summary:
         info["summary"] = _summary(model, cfg["backbone"] + cfg["head"], _depth(cfg, scale))
+        info["gradient"] = _gradient_check(model, len(cfg["backbone"]))
     return info
 
 
@@ -102,6 +103,54 @@ def _run(model, build_s, extra=None):
             info["forward"][name] = _shapes(model(torch.zeros(shape)))
     info["forward_s"] = time.perf_counter() - t0
     return info
+
+
+def _gradient_check(model, n_backbone):
+    """One backward pass (train mode; a 1x3x160x160 input, as RT-DETR needs 300 anchors): every parameter of
+    the backbone layers (the yaml's first `n_backbone` rows) must receive a gradient, or DDP without
+    `find_unused_parameters` stops and those parameters never train. The head alone runs in eval mode:
+    RT-DETR's training decoder wants the batch's labels. Returns {"params": n, "unused": [names]}."""
+    import torch
+
+    model.train()
+    model.model[-1].eval()
+    model.zero_grad(set_to_none=True)
+    out = model(torch.rand(1, 3, 160, 160))
+    leaves = []
+
+    def collect(o):
+        if isinstance(o, torch.Tensor):
+            if o.requires_grad and o.is_floating_point():
+                leaves.append(o.float().mean())
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                collect(v)
+        elif isinstance(o, dict):
+            for v in o.values():
+                collect(v)
+
+    collect(out)
+    if not leaves:  # a head whose eval output carries no gradient (an argmax map): the head in train mode too
+        model.model[-1].train()
+        collect(model(torch.rand(1, 3, 160, 160)))
+    if leaves:
+        sum(leaves).backward()
+    layers = enumerate(model.model[:n_backbone])
+    names = [(f"model.{i}.{n}", p) for i, layer in layers for n, p in layer.named_parameters()]
+    unused = [n for n, p in names if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    return {"params": len(names), "unused": unused}
+
+
+def _gradient_verdict(result):
+    """Turn a failed gradient check of the patched model into a failed verification naming the parameters."""
+    unused = result["patched"]["gradient"]["unused"]
+    if unused:
+        result["ok"] = False
+        result["error"] = (f"{len(unused)} backbone parameter(s) got no gradient in a training step (DDP "
+                           f"without find_unused_parameters fails; they never train): {', '.join(unused)}")
+    return result
 
 
 def _summary(model, rows, depth):
@@ -152,6 +201,7 @@ def _measure_yolov5(cls, path, nc, summary, lines):
     if summary:
         d = model.yaml
         info["summary"] = _summary(model, d["backbone"] + d["head"], d.get("depth_multiple", 1.0))
+        info["gradient"] = _gradient_check(model, len(d["backbone"]))
     return info
 
 
@@ -179,7 +229,7 @@ def main_yolov5(args):
     result["torch"] = torch.__version__
     result["stock"] = _measure_yolov5(cls, args["stock"], args["nc"], False, lines)
     result["patched"] = _measure_yolov5(cls, args["patched"], args["nc"], True, lines)
-    return result
+    return _gradient_verdict(result)
 
 
 def main(args):
@@ -205,7 +255,7 @@ def main(args):
     result["torch"] = torch.__version__
     result["stock"] = _measure(cls, _load_yaml(args["stock"], args["scale"], args["scaled"]), args["scale"], args["nc"], False)
     result["patched"] = _measure(cls, _load_yaml(args["patched"], args["scale"], args["scaled"]), args["scale"], args["nc"], True)
-    return result
+    return _gradient_verdict(result)
 
 
 if __name__ == "__main__":

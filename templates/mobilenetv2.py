@@ -61,6 +61,28 @@ def output_stages(stages, stem_stride=2):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def fold_bn(conv, bn):
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fold_pairs(module, pairs):
+    """For each (conv, norm) attribute pair of `module` whose norm is still a BatchNorm: the conv absorbs it
+    and the norm's slot keeps only the activation (a pair already folded is left alone)."""
+    for conv_name, norm_name in pairs:
+        norm = getattr(module, norm_name)
+        if isinstance(norm, nn.BatchNorm2d):
+            setattr(module, conv_name, fold_bn(getattr(module, conv_name), norm))
+            setattr(module, norm_name, norm.act)
+
+
 class BatchNormAct2d(nn.BatchNorm2d):
     """BatchNorm2d followed by an activation, as one module.
 
@@ -93,6 +115,8 @@ class DepthwiseSeparableConv(nn.Module):
         self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
         self.bn2 = BatchNormAct2d(out_chs, act=False)
 
+    folds = (("conv_dw", "bn1"), ("conv_pw", "bn2"))  # (conv, norm) pairs `reparameterize` folds
+
     def forward(self, x):
         y = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
         return x + y if self.has_skip else y
@@ -116,6 +140,8 @@ class InvertedResidual(nn.Module):
         self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
         self.bn3 = BatchNormAct2d(out_chs, act=False)
 
+    folds = (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))
+
     def forward(self, x):
         y = self.bn1(self.conv_pw(x))
         y = self.bn2(self.conv_dw(y))
@@ -133,8 +159,11 @@ class MobileNetV2(nn.Module):
 
     The maps have 24, 32, 96 and 320 channels at strides 4, 8, 16 and 32 (`width_list`, also
     available as `channel`); any input whose height and width are multiples of 32 works.
-    `weights`: optional path to a timm `mobilenetv2_100` checkpoint (or a state dict) to start from.
+    `weights`: optional path to a timm `mobilenetv2_100` checkpoint (or a state dict) to start from;
+    True/False/None (the tutorials' `pretrained` flag) name no file, so only `default_weights` can load.
     """
+
+    folds = (("conv_stem", "bn1"),)
 
     arch = STAGES
     # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
@@ -161,6 +190,8 @@ class MobileNetV2(nn.Module):
         self.width_list = [self.arch[i][-1] for i in self.out_indices]
         self.channel = self.width_list
         self._init_weights()
+        if isinstance(weights, bool):  # a tutorial yaml's `pretrained` flag, e.g. `MobileNetV2, [False]`
+            weights = None
         weights = self.default_weights if weights is None else weights
         if weights is not None:
             load_timm_weights(self, weights)
@@ -183,6 +214,17 @@ class MobileNetV2(nn.Module):
             if i in self.out_indices:
                 outputs.append(x)
         return outputs
+
+    @torch.no_grad()
+    def reparameterize(self):
+        """Fold for deployment, in place: every conv absorbs the BatchNorm after it (which keeps only its
+        ReLU6), so no BatchNorm is left. Eval-mode outputs stay the same (up to float rounding); a second
+        call changes nothing. The detector's own `model.fuse()` calls this once mbpatch's `fuse` recipe is
+        applied.
+        """
+        for module in self.modules():
+            fold_pairs(module, getattr(module, "folds", ()))
+        return self
 
 
 mobilenetv2 = MobileNetV2

@@ -16,6 +16,7 @@ value, such as the string 'ReLU', silently gives *no* activation at all. This bl
 activations out. Only torch is needed.
 """
 
+import torch
 import torch.nn as nn
 
 __all__ = ["InvertedResidual"]
@@ -32,6 +33,18 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
+
+    def fold_bn(self):
+        """Fold the BatchNorm into the conv (eval-mode statistics); the norm slot becomes an identity."""
+        bn, conv = self.bn, self.conv
+        if not isinstance(bn, nn.BatchNorm2d):
+            return
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          groups=conv.groups, bias=True).to(conv.weight)
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv, self.bn = fused, nn.Identity()
 
 
 class InvertedResidual(nn.Module):
@@ -54,3 +67,12 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x):
         return x + self.conv(x) if self.residual else self.conv(x)
+
+    @torch.no_grad()
+    def reparameterize(self):
+        """Fold for deployment, in place: each conv absorbs its BatchNorm. Eval-mode outputs stay the same (up
+        to float rounding); a second call changes nothing. YOLOv5's own `model.fuse()` calls this once
+        mbpatch's `fuse` recipe is applied."""
+        for layer in self.conv:
+            layer.fold_bn()
+        return self

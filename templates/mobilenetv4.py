@@ -151,6 +151,28 @@ def make_act(name):
     return {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}[name]()
 
 
+def fold_bn(conv, bn):
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fold_pairs(module, pairs):
+    """For each (conv, norm) attribute pair of `module` whose norm is still a BatchNorm: the conv absorbs it
+    and the norm's slot keeps only the activation (a pair already folded is left alone)."""
+    for conv_name, norm_name in pairs:
+        norm = getattr(module, norm_name)
+        if isinstance(norm, nn.BatchNorm2d):
+            setattr(module, conv_name, fold_bn(getattr(module, conv_name), norm))
+            setattr(module, norm_name, norm.act)
+
+
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d under a type of its own.
 
@@ -185,6 +207,8 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = BatchNormAct2d(out_chs, act)
 
+    folds = (("conv", "bn"),)  # (conv, norm) pairs `reparameterize` folds
+
     def forward(self, x):
         return self.bn(self.conv(x))
 
@@ -200,6 +224,29 @@ class LayerScale2d(nn.Module):
         return x * self.gamma.view(1, -1, 1, 1)
 
 
+def scale_conv(conv, gamma):
+    """A new conv, with bias, that computes `gamma * conv(x)` per output channel (a layer scale folded in)."""
+    scaled = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                       dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+    with torch.no_grad():
+        scaled.weight.copy_(conv.weight * gamma.reshape(-1, 1, 1, 1))
+        scaled.bias.copy_(conv.bias * gamma if conv.bias is not None else torch.zeros_like(gamma))
+    return scaled
+
+
+def absorb_affine(conv, scale, shift):
+    """A new 1x1 conv, with bias, that computes `conv(scale * x + shift)` (per input channel).
+
+    Exact only for 1x1 convs: a wider kernel would see the zero padding shifted too.
+    """
+    absorbed = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True).to(conv.weight)
+    with torch.no_grad():
+        absorbed.weight.copy_(conv.weight * scale.reshape(1, -1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels).to(conv.weight)
+        absorbed.bias.copy_(bias + conv.weight[:, :, 0, 0] @ shift)
+    return absorbed
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------------------
@@ -212,6 +259,8 @@ class ConvBnAct(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, bias=False)
         self.bn1 = BatchNormAct2d(out_chs, act)
+
+    folds = (("conv", "bn1"),)
 
     def forward(self, x):
         return self.bn1(self.conv(x))
@@ -232,6 +281,8 @@ class EdgeResidual(nn.Module):
         self.bn1 = BatchNormAct2d(mid_chs, act)
         self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
         self.bn2 = BatchNormAct2d(out_chs)
+
+    folds = (("conv_exp", "bn1"), ("conv_pwl", "bn2"))
 
     def forward(self, x):
         y = self.bn2(self.conv_pwl(self.bn1(self.conv_exp(x))))
@@ -269,6 +320,12 @@ class UniversalInvertedResidual(nn.Module):
             y = self.layer_scale(y)
         return x + y if self.has_skip else y
 
+    def fold_layer_scale(self):
+        """Scale the projection's (already BN-folded) conv by the layer scale, which then goes (exact)."""
+        if self.layer_scale is not None and isinstance(self.pw_proj.bn, nn.Identity):
+            self.pw_proj.conv = scale_conv(self.pw_proj.conv, self.layer_scale.gamma)
+            self.layer_scale = None
+
 
 class MultiQueryAttention2d(nn.Module):
     """Multi-query attention on a feature map: `heads` query heads, ONE shared key head and value head.
@@ -297,6 +354,14 @@ class MultiQueryAttention2d(nn.Module):
             branch.add_module("norm", BatchNorm2d(dim))
         branch.add_module("proj", nn.Conv2d(dim, out_dim, 1, bias=False))
         return branch
+
+    def fold_norms(self):
+        """Fold the keys' and values' down-sampling BN into its depthwise conv (the branch's norm slot becomes
+        an identity)."""
+        for branch in (self.key, self.value):
+            if isinstance(getattr(branch, "norm", None), nn.BatchNorm2d):
+                branch.down_conv = fold_bn(branch.down_conv, branch.norm)
+                branch.norm = nn.Identity()
 
     def forward(self, x):
         b, _, h, w = x.shape
@@ -328,6 +393,22 @@ class MobileAttention(nn.Module):
             y = self.layer_scale(y)
         return x + y if self.has_skip else y
 
+    def fold(self):
+        """Fold what is exact: the layer scale into the output projection; the pre-norm (an affine map per
+        channel in eval mode) into the query, key and value 1x1 projections when no strided depthwise conv
+        comes first (with kv_stride 2 the depthwise conv's zero padding would see the shift: the norm stays)."""
+        self.attn.fold_norms()
+        if self.layer_scale is not None:
+            self.attn.output.proj = scale_conv(self.attn.output.proj, self.layer_scale.gamma)
+            self.layer_scale = None
+        first = (self.attn.query[0], self.attn.key[0], self.attn.value[0])
+        if isinstance(self.norm, nn.BatchNorm2d) and all(c.kernel_size == (1, 1) for c in first):
+            scale = self.norm.weight / torch.sqrt(self.norm.running_var + self.norm.eps)
+            shift = self.norm.bias - self.norm.running_mean * scale
+            for branch in (self.attn.query, self.attn.key, self.attn.value):
+                branch.proj = absorb_affine(branch.proj, scale, shift)
+            self.norm = self.norm.act  # an identity: the attention block's norm has no activation
+
 
 BLOCKS = {"cn": ConvBnAct, "er": EdgeResidual, "uib": UniversalInvertedResidual, "mqa": MobileAttention}
 
@@ -342,8 +423,11 @@ class MobileNetV4(nn.Module):
 
     `forward(x)` returns the outputs of the four stages (strides 4, 8, 16, 32); `width_list` (and
     its alias `channel`) holds their channel counts, read from the table. The subclasses below
-    fix the table; `weights` is an optional timm checkpoint path (or state dict) to load.
+    fix the table; `weights` is an optional timm checkpoint path (or state dict) to load; True/False/None
+    (the tutorials' `pretrained` flag) name no file, so only `default_weights` can load.
     """
+
+    folds = (("conv_stem", "bn1"),)
 
     arch = None
     # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
@@ -369,6 +453,8 @@ class MobileNetV4(nn.Module):
         self.width_list = [stage[-1][1]["out_chs"] for stage in arch["stages"]]
         self.channel = self.width_list
         self._init_weights()
+        if isinstance(weights, bool):  # a tutorial yaml's `pretrained` flag, e.g. `MobileNetV4ConvSmall, [False]`
+            weights = None
         weights = self.default_weights if weights is None else weights
         if weights is not None:
             load_timm_weights(self, weights)
@@ -390,6 +476,24 @@ class MobileNetV4(nn.Module):
             x = stage(x)
             outputs.append(x)
         return outputs
+
+    @torch.no_grad()
+    def reparameterize(self):
+        """Fold for deployment, in place: every conv absorbs the BatchNorm after it (which keeps only its
+        activation), the hybrids' layer scales go into the projection conv before them, and the attention
+        blocks' pre-norm into their 1x1 projections where that is exact (kv_stride 1). The Conv networks
+        are left without any BatchNorm. Eval-mode outputs stay the same (up to float rounding); a second
+        call changes nothing. The detector's own `model.fuse()` calls this once mbpatch's `fuse` recipe is
+        applied.
+        """
+        for module in self.modules():
+            fold_pairs(module, getattr(module, "folds", ()))
+        for module in list(self.modules()):
+            if isinstance(module, UniversalInvertedResidual):
+                module.fold_layer_scale()
+            elif isinstance(module, MobileAttention):
+                module.fold()
+        return self
 
 
 class MobileNetV4ConvSmall(MobileNetV4):

@@ -72,6 +72,27 @@ def make_divisible(value, divisor=8):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def fold_bn(conv, bn):
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def replace_fusable(module):
+    """Replace, depth first, every child that has a `fused()` form (ConvNorm, RepVggDw) by that form."""
+    for name, child in list(module.named_children()):
+        if hasattr(child, "fused"):
+            setattr(module, name, child.fused())
+        else:
+            replace_fusable(child)
+
+
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d under a type of its own.
 
@@ -93,6 +114,10 @@ class ConvNorm(nn.Sequential):
         self.add_module("bn", BatchNorm2d(out_chs))
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
+
+    def fused(self):
+        """The single conv (with bias) that computes this pair in eval mode."""
+        return fold_bn(self.c, self.bn)
 
 
 class SqueezeExcite(nn.Module):
@@ -131,6 +156,23 @@ class RepVggDw(nn.Module):
     def forward(self, x):
         y = self.conv(x) + self.conv1(x) + x
         return self.bn(y) if self.bn is not None else y
+
+    def fused(self):
+        """The one depthwise kxk conv (with bias) that computes the three branches (and the BN) in eval mode.
+
+        The 1x1 kernel and the identity (a 1 at the kernel's centre) are padded to kxk and added to the kxk
+        kernel: the structural re-parameterisation of RepVGG, as RepViT's and timm's `fuse` do it.
+        """
+        conv = self.conv.fused()
+        conv1 = self.conv1.fused() if isinstance(self.conv1, ConvNorm) else self.conv1
+        pad = [conv.kernel_size[0] // 2] * 4
+        identity = nn.functional.pad(torch.ones_like(conv1.weight), pad)
+        merged = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, 1, conv.padding,
+                           groups=conv.groups).to(conv.weight)
+        with torch.no_grad():
+            merged.weight.copy_(conv.weight + nn.functional.pad(conv1.weight, pad) + identity)
+            merged.bias.copy_(conv.bias + conv1.bias)
+        return fold_bn(merged, self.bn) if self.bn is not None else merged
 
 
 class RepVitMlp(nn.Module):
@@ -219,7 +261,8 @@ class RepViT(nn.Module):
     """RepViT trunk (stem + four stages) built from an `ARCHS` entry; the subclasses pick the entry.
 
     `forward(x)` returns the four stage outputs (strides 4, 8, 16, 32); `width_list` (and its alias
-    `channel`) are the stage widths. `weights`: optional timm checkpoint path (or state dict) to load.
+    `channel`) are the stage widths. `weights`: optional timm checkpoint path (or state dict) to load;
+    True/False/None (the tutorials' `pretrained` flag) name no file, so only `default_weights` can load.
     """
 
     variant = None
@@ -240,6 +283,8 @@ class RepViT(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.width_list = list(widths)
         self.channel = self.width_list
+        if isinstance(weights, bool):  # a tutorial yaml's `pretrained` flag, e.g. `repvit_m1, [False]`
+            weights = None
         weights = self.default_weights if weights is None else weights
         if weights is not None:
             load_timm_weights(self, weights)
@@ -251,6 +296,18 @@ class RepViT(nn.Module):
             x = stage(x)
             outputs.append(x)
         return outputs
+
+    @torch.no_grad()
+    def reparameterize(self):
+        """Fold for deployment, in place: every conv + BN pair becomes one conv and every token mixer's three
+        branches (kxk, 1x1, identity) one depthwise kxk conv, so no BatchNorm and no branch is left.
+
+        Eval-mode outputs stay the same (up to float rounding); train after this only if you mean to
+        (there is no BatchNorm left to update). A second call changes nothing. The detector's own
+        `model.fuse()` calls this once mbpatch's `fuse` recipe is applied.
+        """
+        replace_fusable(self)
+        return self
 
 
 class RepViTM1(RepViT):

@@ -357,3 +357,83 @@ def test_onnx_export_matches_pytorch(bid, tmp_path):
     for g, w in zip(got, want):
         assert g.shape == tuple(w.shape)
         assert close(torch.from_numpy(g), w), f"max diff {float((torch.from_numpy(g) - w).abs().max())}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Deployment folding (`reparameterize`) and the tutorials' constructor arguments
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bid", IDS)
+def test_reparameterize_keeps_eval_outputs_and_is_idempotent(bid):
+    """Eval outputs before and after folding agree within 1e-4 x max(1, |output|); no BatchNorm is left (the
+    hybrids keep the 4 attention pre-norms that precede a strided depthwise conv); a second call is a no-op."""
+    torch.manual_seed(0)
+    model = randomize_(backbone_cls(bid)()).eval()
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        before = model(x)
+        assert model.reparameterize() is model
+        after = model(x)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.reparameterize()
+        assert model.state_dict().keys() == state.keys()
+        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(close(a, b) for a, b in zip(after, before))
+    norms = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == (4 if "hybrid" in bid else 0), norms
+    assert not any(n.endswith("layer_scale") for n, m in model.named_modules() if m is not None)
+    if CATALOG[bid].family == "repvit":
+        mixers = {type(m.token_mixer) for m in model.modules() if hasattr(m, "token_mixer")}
+        assert mixers == {nn.Conv2d}
+
+
+def test_reparameterize_per_block_layer():
+    blocks = family("mobilenetv2_blocks")
+    layer = randomize_(nn.Sequential(blocks.InvertedResidual(32, 32, 1, 6), blocks.InvertedResidual(32, 64, 2, 6)))
+    layer.eval()
+    x = torch.randn(2, 32, 16, 16)
+    with torch.no_grad():
+        before = layer(x)
+        for block in layer:
+            block.reparameterize()
+        assert close(layer(x), before)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in layer.modules())
+
+
+@pytest.mark.parametrize("family_name", ["mobilenetv2", "mobilenetv4", "repvit"])
+def test_tutorial_pretrained_flag_means_no_weights_file(family_name, tmp_path):
+    """The tutorials' yaml rows pass `pretrained` (`[False]`, `[True]`) or nothing; a path is a weights file."""
+    bid = {"mobilenetv2": "mobilenetv2", "mobilenetv4": "mobilenetv4_small", "repvit": "repvit_m0_9"}[family_name]
+    cls = backbone_cls(bid)
+    for flag in (False, True, None):
+        torch.manual_seed(0)
+        model = cls(flag)
+        assert model.width_list == list(CATALOG[bid].channels)
+    ckpt = tmp_path / "w.pth"
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(state, ckpt)
+    loaded = cls(str(ckpt))
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(FileNotFoundError):
+        cls(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("bid", ["mobilenetv4_hybrid_medium", "repvit_m1_1"])
+def test_reparameterized_onnx_export_matches_unfolded_pytorch(bid, tmp_path):
+    """The folded graph (what a fused detector exports) computes the unfolded model's maps in onnxruntime."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = randomize_(backbone_cls(bid)()).eval()
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        want = model(x)
+    model.reparameterize()
+    path = tmp_path / f"{bid}-fused.onnx"
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["images"], **kwargs)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    assert len(got) == 4
+    for g, w in zip(got, want):
+        assert close(torch.from_numpy(g), w), f"max diff {float((torch.from_numpy(g) - w).abs().max())}"

@@ -77,7 +77,7 @@ def test_patched_checkout_shadowed_by_installed_copy(ultralytics_checkout, tmp_p
     assert states(doc) == {"add_modules": "applied", "register": "applied", "channel_index": "applied",
                            "predict_once": "applied", "rtdetr_predict": "applied", "repc3": "applied",
                            "flops_stride": "not needed", "rect_off": "not needed", "optimizer_groups": "not needed",
-                           "stride_probe": "not needed",
+                           "stride_probe": "not needed", "fuse": "applied",
                            "model_yaml": "applied"}
     assert doc["recipes"][0]["source"] == "journal entry 1"
     shadow = check(doc, "import ultralytics", "shadowing")

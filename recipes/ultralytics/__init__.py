@@ -3,6 +3,7 @@
 from .add_modules import AddModules
 from .channel_index import ChannelIndex
 from .flops_stride import FlopsStride
+from .fuse import Fuse
 from .model_yaml import ModelYaml
 from .optimizer_groups import OptimizerGroups
 from .predict_once import PredictOnce
@@ -23,6 +24,7 @@ RECIPES = [
     RectOff(),
     OptimizerGroups(),
     StrideProbe(),
+    Fuse(),
     ModelYaml(),
 ]
 ARCHS = ("rtdetr", "yolov8", "yolo11")

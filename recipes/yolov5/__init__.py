@@ -23,6 +23,7 @@ from .block_yaml import out_path as block_out
 from .channel_index import ChannelIndex
 from .flops import Flops
 from .forward_once import ForwardOnce
+from .fuse import Fuse
 from .layout import BACKBONE, BLOCK_BACKBONES, BLOCKS, STYLES, prefix_of, style
 from .model_yaml import ModelYaml, stock_path
 from .model_yaml import out_path as backbone_out
@@ -38,6 +39,7 @@ RECIPES = [
     Flops(),
     OptimizerGroups(),
     StrideProbe(),
+    Fuse(),
     ModelYaml(),
     BlockModule(),
     BlockRegister(),
