@@ -300,6 +300,31 @@ def list_(as_json):
 
 
 @main.command()
+@click.argument("release")
+@click.argument("dest", metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+def fetch(release, dest, as_json):
+    """Make DIR a source checkout of RELEASE (ultralytics[==VERSION] or yolov5[==VERSION]) from the package index."""
+    from .fetch import fetch as do_fetch
+    from .fetch import parse_spec
+
+    try:
+        parse_spec(release)
+        if not as_json:
+            report.console.print(f"downloading the source distribution of {escape(release)} (pip download) ...")
+        doc = do_fetch(release, dest)
+    except MbpatchError as e:
+        _fail(e, as_json)
+    if as_json:
+        report.dump(doc)
+        return
+    git = f"git repository, one commit {doc['commit'][:12]}" if doc["commit"] else "git is not installed: not a git repository"
+    report.console.print(f"[green]fetched {doc['dist']} {doc['version']}[/] into {escape(doc['root'])} ({doc['layout']}; {git})",
+                         soft_wrap=True)
+    report.console.print(f"next: pip install -e {escape(dest)}   (so `import {doc['dist']}` loads this checkout)", soft_wrap=True)
+
+
+@main.command()
 @click.option("--repo", default=".", show_default=True)
 @click.option("--python", "python", default=None)
 @click.option("--json", "as_json", is_flag=True)
