@@ -16,6 +16,12 @@ import traceback
 MARKER = "@@MBPATCH-RESULT@@"
 
 
+def _stage(text):
+    """Tell mbpatch which stage begins (it shows it while waiting): one line on stderr."""
+    sys.stderr.write(f"@@MBPATCH-STAGE@@ {text}\n")
+    sys.stderr.flush()
+
+
 def _emit(result):
     sys.stdout.write("\n" + MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -68,6 +74,7 @@ def _shapes(out):
 
 
 def _measure(cls, cfg, scale, nc, summary):
+    _stage(f"building the {'patched' if summary else 'stock'} model")
     t0 = time.perf_counter()
     model = cls(cfg=cfg, nc=nc, verbose=False)
     info = _run(model, time.perf_counter() - t0)
@@ -89,6 +96,7 @@ def _run(model, build_s, extra=None):
     t0 = time.perf_counter()
     captured = {}
     hook = model.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", _shapes(out)))
+    _stage("counting FLOPs at 640 and running forward passes")
     with torch.no_grad():
         # the 640x640 pass is the one thop profiles: its output shape is taken by the hook
         gflops, thop_version = _gflops(model, (1, 3, 640, 640))
@@ -143,6 +151,7 @@ def _summary_lines(prefix):
 
 
 def _measure_yolov5(cls, path, nc, summary, lines):
+    _stage(f"building the {'patched' if summary else 'stock'} model")
     t0 = time.perf_counter()
     seen = len(lines)
     model = cls(path, ch=3, nc=nc)
@@ -164,6 +173,7 @@ def main_yolov5(args):
     sys.path.insert(0, root)
     sys.dont_write_bytecode = True
     package = args["package"]
+    _stage("importing the checkout")
     yolo = importlib.import_module(package + ".yolo")
     where = os.path.abspath(yolo.__file__)
     expected = os.path.join(root, *package.split("."), "yolo.py")
@@ -191,6 +201,7 @@ def main(args):
     import importlib
     import os
 
+    _stage("importing the checkout")
     pkg = importlib.import_module(args["package"])
     where = os.path.dirname(os.path.abspath(pkg.__file__))
     expected = os.path.join(os.path.abspath(root), args["package"])
