@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -17,7 +18,8 @@ from .verify import pct
 
 STYLE = {"applied": "green", "already applied": "cyan", "not needed": "dim", "failed": "bold red"}
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+# piped output is 120 columns wide unless COLUMNS says otherwise (then rich reads it)
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 err = Console(stderr=True, highlight=False)
 
 
