@@ -52,15 +52,21 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         raise MbpatchError("interpreter not found; pass --python the python of your training environment",
                            file=str(python), step="verify") from None
     err_lines: List[str] = []
-    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, err_lines, on_stage), daemon=True)
-    reader.start()
+    out: List[str] = []
+    # one thread per pipe (communicate() would read stderr too, taking stage lines from the reader)
+    readers = [threading.Thread(target=_read_stderr, args=(proc.stderr, err_lines, on_stage), daemon=True),
+               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+    for r in readers:
+        r.start()
     try:
-        stdout, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         return {"ok": False, "error": f"verification timed out after {timeout:.0f} s"}
-    reader.join(timeout=10)
+    for r in readers:
+        r.join(timeout=30)
+    stdout = "".join(out)
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
             result = json.loads(line[len(MARKER):])

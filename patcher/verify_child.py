@@ -77,6 +77,7 @@ def _measure(cls, cfg, scale, nc, summary):
     _stage(f"building the {'patched' if summary else 'stock'} model")
     t0 = time.perf_counter()
     model = cls(cfg=cfg, nc=nc, verbose=False)
+    _stage(f"{'patched' if summary else 'stock'} model: GFLOPs at 640 and forward passes")
     info = _run(model, time.perf_counter() - t0)
     if summary:
         info["summary"] = _summary(model, cfg["backbone"] + cfg["head"], _depth(cfg, scale))
@@ -96,7 +97,6 @@ def _run(model, build_s, extra=None):
     t0 = time.perf_counter()
     captured = {}
     hook = model.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", _shapes(out)))
-    _stage("counting FLOPs at 640 and running forward passes")
     with torch.no_grad():
         # the 640x640 pass is the one thop profiles: its output shape is taken by the hook
         gflops, thop_version = _gflops(model, (1, 3, 640, 640))
@@ -155,6 +155,7 @@ def _measure_yolov5(cls, path, nc, summary, lines):
     t0 = time.perf_counter()
     seen = len(lines)
     model = cls(path, ch=3, nc=nc)
+    _stage(f"{'patched' if summary else 'stock'} model: GFLOPs at 640 and forward passes")
     # YOLOv5 validation batches are rect (pad 0.5): non-square, long side 672 at imgsz 640
     info = _run(model, time.perf_counter() - t0, extra={"2x672x512": (2, 3, 672, 512)})
     info["yolov5_summary"] = lines[-1] if len(lines) > seen else None
