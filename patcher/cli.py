@@ -367,7 +367,10 @@ def fetch(release, dest, as_json):
     git = f"git repository, one commit {doc['commit'][:12]}" if doc["commit"] else "git is not installed: not a git repository"
     report.console.print(f"[green]fetched {doc['dist']} {doc['version']}[/] into {escape(doc['root'])} ({doc['layout']}; {git})",
                          soft_wrap=True)
-    report.console.print(f"next: pip install -e {escape(dest)}   (so `import {doc['dist']}` loads this checkout)", soft_wrap=True)
+    if doc.get("note"):
+        report.console.print(f"[yellow]note:[/] {escape(doc['note'])}", soft_wrap=True)
+    else:
+        report.console.print(f"next: pip install -e {escape(dest)}   (so `import {doc['dist']}` loads this checkout)", soft_wrap=True)
 
 
 @main.command()

@@ -10,7 +10,9 @@ repository and committed once, so `mbpatch doctor` and `git diff` see a clean ch
 
 - ultralytics: the git clone's layout (`DIR/ultralytics/` package, `DIR/pyproject.toml`);
 - yolov5: the PyPI layout (`DIR/yolov5/` package, imported as `yolov5.models...`), not the git clone's
-  (`models/` at the root): the git layout exists only in the GitHub repository.
+  (`models/` at the root): the git layout exists only in the GitHub repository. Where pip cannot prepare the
+  sdist (7.0.14's setup.py reads a requirements.txt the sdist lacks), the release's wheel is unpacked
+  instead: the same package files, without setup.py.
 
 Standard library only (besides pip, run as a subprocess of this interpreter).
 """
@@ -52,29 +54,38 @@ def _check_dest(dest: Path) -> None:
                            file=str(dest), step="fetch")
 
 
-def _download(dist: str, version: Optional[str], into: Path, python: str) -> Path:
+def _download(dist: str, version: Optional[str], into: Path, python: str, binary: bool = False) -> Path:
     req = f"{dist}=={version}" if version else dist
-    cmd = [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-           "-q", "-d", str(into), req]
+    kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    cmd = [python, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check", "-q", "-d", str(into), req]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    archives = sorted(p for p in into.iterdir() if p.name.endswith((".tar.gz", ".zip", ".tgz")))
+    archives = sorted(p for p in into.iterdir() if p.name.endswith((".tar.gz", ".zip", ".tgz", ".whl")))
     if proc.returncode != 0 or len(archives) != 1:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines()
-                 if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln]
-        why = lines[-1] if lines else f"pip exited {proc.returncode}"
-        raise MbpatchError(f"pip could not download the source distribution of {req}: {why}", file=req, step="fetch")
+                 if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln
+                 and not ln.strip().startswith(("note:", "hint:", "╰", "│", "×"))]
+        errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*Error: ", ln)]  # the build's own exception, if any
+        why = (errors or lines or [f"pip exited {proc.returncode}"])[-1]
+        raise MbpatchError(f"pip could not download the {'wheel' if binary else 'source distribution'} of {req}: {why}",
+                           file=req, step="fetch")
     return archives[0]
 
 
 def _unpack(archive: Path, into: Path) -> Path:
-    """Unpack the sdist into `into` and return its one top folder; refuse members that leave it."""
+    """Unpack the sdist into `into` and return its one top folder (a wheel: a folder of its files without its
+    .dist-info); refuse members that leave it."""
     into.mkdir()
     base = into.resolve()
-    if archive.name.endswith(".zip"):
+    if archive.name.endswith((".zip", ".whl")):
+        if archive.name.endswith(".whl"):
+            base = base / "wheel"
+            base.mkdir()
         with zipfile.ZipFile(archive) as z:
             names = z.namelist()
             _safe(names, base, archive)
             z.extractall(base)
+        if archive.name.endswith(".whl"):
+            return base
     else:
         with tarfile.open(archive) as t:
             members = [m for m in t.getmembers() if m.isfile() or m.isdir()]  # no links, devices
@@ -98,6 +109,9 @@ def _safe(names, base: Path, archive: Path) -> None:
 
 def _version(top: Path, dist: str) -> str:
     pkg_info = top / "PKG-INFO"
+    infos = sorted(top.glob("*.dist-info"))
+    if infos:  # a wheel: its METADATA says the version; the .dist-info folder is not part of a checkout
+        pkg_info = infos[0] / "METADATA"
     if pkg_info.is_file():
         for line in pkg_info.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("Version:"):
@@ -105,7 +119,7 @@ def _version(top: Path, dist: str) -> str:
     return top.name[len(dist) + 1:]
 
 
-def _git(dest: Path, dist: str, version: str) -> Optional[str]:
+def _git(dest: Path, dist: str, version: str, source: str = "source distribution") -> Optional[str]:
     """git init + one commit of everything; the commit id, or None without git."""
     if shutil.which("git") is None:
         return None
@@ -118,7 +132,7 @@ def _git(dest: Path, dist: str, version: str) -> Optional[str]:
             fh.write("# mbpatch fetch: build outputs and mbpatch's journal\n" + "\n".join(EXCLUDE) + "\n")
         subprocess.run(["git", "add", "-A", "."], **run)
         subprocess.run(["git", *ident, "commit", "-q", "--no-verify", "-m",
-                        f"{dist} {version} from the package index's source distribution (mbpatch fetch)"], **run)
+                        f"{dist} {version} from the package index's {source} (mbpatch fetch)"], **run)
         return subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
     except subprocess.CalledProcessError as e:
         lines = (e.stderr or e.stdout or "").strip().splitlines()
@@ -135,14 +149,23 @@ def fetch(spec: str, dest: str, python: Optional[str] = None) -> Dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mbpatch-fetch-", dir=str(path.parent)) as tmp:
         (Path(tmp) / "download").mkdir()
-        archive = _download(dist, version, Path(tmp) / "download", python or sys.executable)
+        note = None
+        try:
+            archive = _download(dist, version, Path(tmp) / "download", python or sys.executable)
+        except MbpatchError as e:  # e.g. yolov5 7.0.14's sdist: its setup.py reads a file the sdist lacks
+            (Path(tmp) / "download-wheel").mkdir()
+            archive = _download(dist, version, Path(tmp) / "download-wheel", python or sys.executable, binary=True)
+            note = f"{e}; fetched the wheel instead (the same package files, no setup.py: `pip install -e` cannot install it)"
         top = _unpack(archive, Path(tmp) / "unpacked")
         got = _version(top, dist)
+        for info in top.glob("*.dist-info"):
+            shutil.rmtree(info)
         _check_dest(path)  # still new or empty after the download
         if path.is_dir():
             path.rmdir()
         top.rename(path)  # same file system: one rename, so DIR is either absent or complete
-    commit = _git(path, dist, got)
+    commit = _git(path, dist, got, "wheel" if archive.name.endswith(".whl") else "source distribution")
     layout = "git clone layout (ultralytics/ package at the root)" if dist == "ultralytics" else \
         "PyPI layout (yolov5/ package at the root, imported as yolov5.models)"
-    return dict(ok=True, dist=dist, version=got, root=str(path), archive=archive.name, commit=commit, layout=layout)
+    return dict(ok=True, dist=dist, version=got, root=str(path), archive=archive.name, commit=commit, layout=layout,
+                note=note)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "8.4.190"
 HIDDEN = ("ultralytics", "mbpatch", "__editable__.mbpatch", "__editable___mbpatch")
@@ -93,3 +95,27 @@ def test_readme_first_command_in_a_fresh_venv_then_doctor_is_green(tmp_path):
     shadow = [c for c in doc["checks"] if c["section"] == "shadowing"]
     assert shadow and all(c["verdict"] == "ok" for c in shadow), shadow
     assert "loads this checkout" in shadow[0]["detail"]
+
+
+def test_fetch_refuses_a_non_empty_folder_and_an_unknown_release(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me\n")
+    for release in ("ultralytics==8.4.190", "torch==2.14.1"):
+        proc = run_cli("fetch", release, tmp_path, check=2)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "[fetch]" in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.slow
+def test_fetch_yolov5_gives_the_pypi_layout(tmp_path):
+    """7.0.14's sdist cannot be prepared by pip (its setup.py reads a missing requirements.txt): the wheel's files."""
+    proc = run_cli("fetch", "yolov5==7.0.14", tmp_path / "y5", "--json", check=0)
+    doc = json.loads(proc.stdout)
+    assert doc["version"] == "7.0.14" and doc["commit"]
+    assert sorted(p.name for p in (tmp_path / "y5").iterdir()) == [".git", "yolov5"]
+    status = subprocess.run(["git", "-C", str(tmp_path / "y5"), "status", "--porcelain"], capture_output=True, text=True)
+    assert status.stdout == ""
+    from mbpatch.checkout import detect
+
+    co = detect(str(tmp_path / "y5"))
+    assert (co.kind, co.layout) == ("yolov5", "pypi") and co.version.startswith("7.0.14")
