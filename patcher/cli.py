@@ -317,7 +317,7 @@ def list_(size_arch, python, as_json):
         from .sizes import table
 
         if not as_json:
-            report.err.print(f"measuring the backbones and the stock {size_arch} backbone (once; cached) ...")
+            report.err.print(f"measuring the backbones and the stock {size_arch} backbone (the first time; then cached) ...")
         try:
             sizes = table(size_arch, python)
         except MbpatchError as e:
