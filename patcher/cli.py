@@ -126,9 +126,8 @@ def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, pat
     lighter = None
     if result.get("ok"):
         doc["heavier_than_stock"] = report.heavier_line(result) is not None
-        if doc["heavier_than_stock"]:
+        if doc["heavier_than_stock"] and not as_json:  # scripts get the scales from `mbpatch list --arch A --json`
             lighter = _lighter_scales(ctx, target, python)
-            doc["lighter_at_scales"] = lighter[2] if lighter else None
     if not as_json:
         report.verification(result, str(target.patched), snippet, lighter, result["wall_s"])
     return 0 if result.get("ok") else 1
