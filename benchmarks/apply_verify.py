@@ -7,6 +7,7 @@
 2. verification overhead: the wall time of `mbpatch verify` divided by the wall time of a plain script that
    does by hand what verification must do, in one process: import the checkout, build the stock and the
    patched model, run each forward at 640x640 and 640x480. Goal: at most 1.5.
+3. startup: `mbpatch --help` and `mbpatch list`, which import neither libcst nor torch.
 Not a test: timings depend on the machine; run it by hand and keep the table.
 """
 
@@ -79,6 +80,11 @@ def main():
         med = statistics.median(times)
         lines.append(f"| {version} | {med:.2f} | {min(times):.2f} | {max(times):.2f} | {verify:.1f} | {by_hand:.1f} | "
                      f"{verify / by_hand:.2f} |")
+        print(lines[-1], flush=True)
+    lines += ["", "| command (no checkout work) | median (s) | min | max |", "|---|---|---|---|"]
+    for extra in (["--help"], ["list"]):  # the CLI's import cost: neither imports libcst nor torch
+        times = [timed(mbpatch + extra) for _ in range(args.runs)]
+        lines.append(f"| mbpatch {' '.join(extra)} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} |")
         print(lines[-1], flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"written {args.out}")

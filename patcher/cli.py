@@ -89,12 +89,26 @@ def verify_target(ctx: Context) -> Target:
 
 def training_snippet(ctx: Context, target: Target) -> str:
     if ctx.checkout.kind == "yolov5":
-        return kind_recipes("yolov5").training_snippet(ctx, target)
+        return _with_data(kind_recipes("yolov5").training_snippet(ctx, target), ctx, "coco128.yaml")
     cls = "RTDETR" if ctx.arch == "rtdetr" else "YOLO"
     path = target.patched
     if target.scaled and ctx.arch != "rtdetr":  # Ultralytics reads the scale from the file name
         path = path.with_name(path.name.replace(f"{ctx.arch}-", f"{ctx.arch}{ctx.scale}-", 1))
-    return f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="coco8.yaml", epochs=100, imgsz=640)'
+    snippet = f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="coco8.yaml", epochs=100, imgsz=640)'
+    return _with_data(snippet, ctx, "coco8.yaml")
+
+
+def _with_data(snippet: str, ctx: Context, sample: str) -> str:
+    """The snippet with apply's --data in place of the sample dataset, or a note saying which line to edit."""
+    data = getattr(ctx, "data", None)
+    if data:
+        path = Path(data).expanduser()
+        name = str(path.resolve()) if path.is_file() else data  # a dataset name the trainer knows stays a name
+        return snippet.replace(sample, name, 1)
+    where = "data=" if ctx.checkout.kind != "yolov5" else "--data"
+    note = (f"# {sample} is a small sample dataset (downloaded on first use): put your dataset yaml in {where} "
+            "(or pass `mbpatch apply --data FILE`)")
+    return note + "\n" + snippet
 
 
 def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, patched: Optional[Path] = None) -> int:
@@ -103,12 +117,27 @@ def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, pat
     if patched is not None:
         target.patched = patched
     t0 = time.perf_counter()
-    result = run_verify(target, python)
+    with report.progress(not as_json) as stage:
+        result = run_verify(target, python, on_stage=stage)
     result["wall_s"] = time.perf_counter() - t0
     doc["verification"] = result
+    snippet = training_snippet(ctx, target)
+    doc.update(model_yaml=str(target.patched), model_yaml_to_load=report.yaml_to_load(snippet), training_snippet=snippet)
+    lighter = None
+    if result.get("ok"):
+        doc["heavier_than_stock"] = report.heavier_line(result) is not None
+        if doc["heavier_than_stock"] and not as_json:  # scripts get the scales from `mbpatch list --arch A --json`
+            lighter = _lighter_scales(ctx, target, python)
     if not as_json:
-        report.verification(result, str(target.patched), training_snippet(ctx, target))
+        report.verification(result, str(target.patched), snippet, lighter, result["wall_s"])
     return 0 if result.get("ok") else 1
+
+
+def _lighter_scales(ctx: Context, target: Target, python: Optional[str]):
+    """(arch, backbone, scales at which the backbone is lighter than the stock one), or None (see sizes.py)."""
+    from .sizes import lighter_scales
+
+    return lighter_scales(ctx.arch, ctx.backbone.id, python)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,6 +158,7 @@ def main():
 @click.option("--style", default="backbone", show_default=True, type=click.Choice(["backbone", "blocks"]),
               help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
 @click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built")
+@click.option("--data", default=None, help="dataset yaml the printed training snippet names (default: a sample dataset and a note)")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
 @click.option("--python", "python", default=None, help="interpreter that builds the model (default: this one)")
@@ -136,7 +166,7 @@ def main():
 @click.option("--replace-existing", is_flag=True,
               help="use mbpatch's backbone class even where your checkout already defines one of the same name")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_run, no_verify, python,
+def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, data, dry_run, no_verify, python,
           allow_installed, replace_existing, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     from . import safety
@@ -149,6 +179,7 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_r
         safety.refuse_installed(co, allow_installed)
         ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style, weights)
         ctx.replace_existing = replace_existing
+        ctx.data = data  # only the printed snippet uses it
         if not dry_run:  # every input that can be checked is checked before the first byte is written
             safety.check_python(python)
             safety.check_weights(ctx)
@@ -164,7 +195,7 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, dry_r
             if dry_run:
                 doc["diff"] = p.diff()
                 if not as_json:
-                    report.console.print(report.steps_table(p.steps, f"plan for {co.kind} {co.version} at {co.root}"))
+                    report.console.print(report.steps_table(p.steps, f"plan for {co.kind} {co.version} at {co.root}", dry_run=True))
                     report.diff(doc["diff"])
                     report.console.print(f"[dim]dry run: {len(p.changes)} file(s) would change, nothing written[/]")
                 else:
@@ -260,7 +291,8 @@ def revert(repo, force, dry_run, as_json):
                         verb = "keep (upgraded)" if rel in rp.kept else "delete" if data is None else "restore"
                         report.console.print(f"would {verb} {rel}")
                     if rp.blocked:
-                        report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.blocked))} (needs --force)")
+                        how = ("--force would first save your copies under .mbpatch/edited-<time>/" if force else "needs --force")
+                        report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.blocked))} ({how})")
                 return
             res = engine.revert(root, rp, force=force)
             done = True
@@ -350,18 +382,29 @@ def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> str:
 
 
 @main.command(name="list")
+@click.option("--arch", "size_arch", default=None, type=click.Choice(["rtdetr", "yolov8", "yolo11", "yolov5"]),
+              help="also each backbone's parameters and GFLOPs at 640 beside the stock ARCH backbone's at each scale")
+@click.option("--python", "python", default=None, help="with --arch: the interpreter that measures (torch, Ultralytics)")
 @click.option("--json", "as_json", is_flag=True)
-def list_(as_json):
+def list_(size_arch, python, as_json):
     """Backbones, archs and recipes (with the tutorial step each automates)."""
-    from .recipes import ultralytics as ul
-    from .recipes import yolov5 as y5
+    from .recipe_index import recipes_and_archs
 
     backbones = [dict(id=b.id, names=list(b.names), channels=list(b.channels), available=b.id in AVAILABLE)
                  for b in CATALOG.values()]
-    recipes = {kind: [dict(name=r.name, step=r.step) for r in mod.RECIPES] for kind, mod in (("ultralytics", ul), ("yolov5", y5))}
-    archs = {"ultralytics": list(ul.ARCHS), "yolov5": list(y5.ARCHS)}
+    recipes, archs = recipes_and_archs()
+    sizes = None
+    if size_arch:
+        from .sizes import table
+
+        if not as_json:
+            report.err.print(f"measuring the backbones and the stock {size_arch} backbone (the first time; then cached) ...")
+        try:
+            sizes = table(size_arch, python)
+        except MbpatchError as e:
+            _fail(e, as_json)
     if as_json:
-        report.dump(dict(backbones=backbones, archs=archs, recipes=recipes))
+        report.dump(dict(backbones=backbones, archs=archs, recipes=recipes, **({"sizes": sizes} if sizes else {})))
         return
     from rich.table import Table
 
@@ -379,6 +422,36 @@ def list_(as_json):
         for r in rs:
             t.add_row(r["name"], r["step"])
         report.console.print(t)
+    if sizes:
+        report.sizes_table(sizes)
+
+
+@main.command()
+@click.argument("release")
+@click.argument("dest", metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+def fetch(release, dest, as_json):
+    """Make DIR a source checkout of RELEASE (ultralytics[==VERSION] or yolov5[==VERSION]) from the package index."""
+    from .fetch import fetch as do_fetch
+    from .fetch import parse_spec
+
+    try:
+        parse_spec(release)
+        if not as_json:
+            report.console.print(f"downloading the source distribution of {escape(release)} (pip download) ...")
+        doc = do_fetch(release, dest)
+    except MbpatchError as e:
+        _fail(e, as_json)
+    if as_json:
+        report.dump(doc)
+        return
+    git = f"git repository, one commit {doc['commit'][:12]}" if doc["commit"] else "git is not installed: not a git repository"
+    report.console.print(f"[green]fetched {doc['dist']} {doc['version']}[/] into {escape(doc['root'])} ({doc['layout']}; {git})",
+                         soft_wrap=True)
+    if doc.get("note"):
+        report.console.print(f"[yellow]note:[/] {escape(doc['note'])}", soft_wrap=True)
+    else:
+        report.console.print(f"next: pip install -e {escape(dest)}   (so `import {doc['dist']}` loads this checkout)", soft_wrap=True)
 
 
 @main.command()

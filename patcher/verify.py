@@ -6,14 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from . import MbpatchError
 
 CHILD = Path(__file__).with_name("verify_child.py")
 MARKER = "@@MBPATCH-RESULT@@"
+STAGE = "@@MBPATCH-STAGE@@"  # verify_child.py prints `STAGE text` on stderr when a stage begins
 
 
 @dataclass
@@ -31,7 +33,9 @@ class Target:
     kind: str = "ultralytics"  # "yolov5": verify_child builds `<package>.yolo.Model` from the yaml files
 
 
-def run(target: Target, python: Optional[str] = None, timeout: float = 900) -> Dict:
+def run(target: Target, python: Optional[str] = None, timeout: float = 900,
+        on_stage: Optional[Callable[[str], None]] = None) -> Dict:
+    """Build the two models in a subprocess; `on_stage` is called with each stage the child announces."""
     args = dict(
         root=str(target.root), package=target.package, model=target.model, stock=str(target.stock),
         patched=str(target.patched), scaled=target.scaled, scale=target.scale, nc=target.nc,
@@ -42,21 +46,49 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900) -> D
     env.pop("PYTHONPATH", None)  # the checkout goes first on sys.path, nothing else ahead of it
     cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=str(target.root))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=str(target.root))
     except FileNotFoundError:
         raise MbpatchError("interpreter not found; pass --python the python of your training environment",
                            file=str(python), step="verify") from None
+    err_lines: List[str] = []
+    out: List[str] = []
+    # one thread per pipe (communicate() would read stderr too, taking stage lines from the reader)
+    readers = [threading.Thread(target=_read_stderr, args=(proc.stderr, err_lines, on_stage), daemon=True),
+               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         return {"ok": False, "error": f"verification timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
+    for r in readers:
+        r.join(timeout=30)
+    stdout = "".join(out)
+    for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
             result = json.loads(line[len(MARKER):])
             break
     else:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        tail = ([ln for ln in err_lines if ln.strip()] or stdout.strip().splitlines())[-5:]
         result = {"ok": False, "error": "the verification process died: " + " | ".join(tail)}
-    result["stderr_tail"] = proc.stderr.strip().splitlines()[-20:]
+    result["stderr_tail"] = "\n".join(err_lines).strip().splitlines()[-20:]
     return result
+
+
+def _read_stderr(stream, lines: List[str], on_stage) -> None:
+    """Collect the child's stderr; stage lines (STAGE + text) go to `on_stage` as they arrive, not to the tail."""
+    for line in stream:
+        if line.startswith(STAGE):
+            if on_stage is not None:
+                try:
+                    on_stage(line[len(STAGE):].strip())
+                except Exception:  # noqa: BLE001 (a display problem must not lose the result)
+                    pass
+        else:
+            lines.append(line.rstrip("\n"))
 
 
 def pct(new, old):

@@ -16,6 +16,12 @@ import traceback
 MARKER = "@@MBPATCH-RESULT@@"
 
 
+def _stage(text):
+    """Tell mbpatch which stage begins (it shows it while waiting): one line on stderr."""
+    sys.stderr.write(f"@@MBPATCH-STAGE@@ {text}\n")
+    sys.stderr.flush()
+
+
 def _emit(result):
     sys.stdout.write("\n" + MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -68,8 +74,10 @@ def _shapes(out):
 
 
 def _measure(cls, cfg, scale, nc, summary):
+    _stage(f"building the {'patched' if summary else 'stock'} model")
     t0 = time.perf_counter()
     model = cls(cfg=cfg, nc=nc, verbose=False)
+    _stage(f"{'patched' if summary else 'stock'} model: GFLOPs at 640 and forward passes")
     info = _run(model, time.perf_counter() - t0)
     if summary:
         info["summary"] = _summary(model, cfg["backbone"] + cfg["head"], _depth(cfg, scale))
@@ -192,9 +200,11 @@ def _summary_lines(prefix):
 
 
 def _measure_yolov5(cls, path, nc, summary, lines):
+    _stage(f"building the {'patched' if summary else 'stock'} model")
     t0 = time.perf_counter()
     seen = len(lines)
     model = cls(path, ch=3, nc=nc)
+    _stage(f"{'patched' if summary else 'stock'} model: GFLOPs at 640 and forward passes")
     # YOLOv5 validation batches are rect (pad 0.5): non-square, long side 672 at imgsz 640
     info = _run(model, time.perf_counter() - t0, extra={"2x672x512": (2, 3, 672, 512)})
     info["yolov5_summary"] = lines[-1] if len(lines) > seen else None
@@ -214,6 +224,7 @@ def main_yolov5(args):
     sys.path.insert(0, root)
     sys.dont_write_bytecode = True
     package = args["package"]
+    _stage("importing the checkout")
     yolo = importlib.import_module(package + ".yolo")
     where = os.path.abspath(yolo.__file__)
     expected = os.path.join(root, *package.split("."), "yolo.py")
@@ -241,6 +252,7 @@ def main(args):
     import importlib
     import os
 
+    _stage("importing the checkout")
     pkg = importlib.import_module(args["package"])
     where = os.path.dirname(os.path.abspath(pkg.__file__))
     expected = os.path.join(os.path.abspath(root), args["package"])

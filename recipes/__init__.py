@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-import libcst as cst
+if TYPE_CHECKING:  # imported where a recipe parses: `mbpatch --help`, `list` and doctor's checkout part skip libcst
+    import libcst as cst
 
 APPLIED = "applied"
 ALREADY = "already applied"
@@ -28,6 +29,8 @@ def parse(text: str) -> cst.Module:
     """libcst parse, memoised on the text: recipes that edit the same file in turn parse it once."""
     module = _PARSED.get(text)
     if module is None:
+        import libcst as cst
+
         module = cst.parse_module(text)
         remember(module, text)
     return module
@@ -160,9 +163,11 @@ class ModuleRecipe(Recipe):
             quick = self.precheck(sources[path], ctx)
             if quick is not None:
                 return Outcome(*quick)
+        from libcst import ParserSyntaxError
+
         try:
             module = parse(sources[path]) if module is None else module
-        except cst.ParserSyntaxError as e:
+        except ParserSyntaxError as e:
             raise RecipeError(f"syntax error at line {e.editor_line}: fix the file first ({e.message})") from None
         new, status, detail = self.transform(module, ctx)
         if status == APPLIED and new is not module:  # transforms return APPLIED only with a changed module
