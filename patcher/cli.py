@@ -242,9 +242,8 @@ def revert(repo, force, dry_run, as_json):
 @click.option("--imgsz", default=64, show_default=True, help="image size for --train / --export")
 @click.option("--epochs", default=1, show_default=True, help="epochs for --train")
 @click.option("--batch", default=8, show_default=True, help="batch size for --train")
-@click.option("--task", "task", default=None, help="--train dataset task (default: the last apply's, else detect)")
 @click.option("--work", "work", default=None, help="folder for the dataset, runs and exported file (default: a new temp folder)")
-def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64, epochs=1, batch=8, task=None, work=None):
+def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64, epochs=1, batch=8, work=None):
     """Build the patched model again and print its summary."""
     try:
         co = detect(repo)
@@ -261,7 +260,7 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
         code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None)
         if code == 0 and (train or export):
             code = _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch,
-                                  task or last.get("task", "detect"), work)
+                                  last.get("task", "detect"), work)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
@@ -274,9 +273,12 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
     """verify --train / --export: the checkout's own trainer and exporter (patcher/train.py)."""
     from .train import export_check, train_check
 
+    from .train import task_of_yaml
+
     target = verify_target(ctx)
     if model_yaml:
         target.patched = Path(model_yaml).resolve()
+        task = task_of_yaml(target.patched, task)
     code = 0
     if train:
         doc["train"] = train_check(target, ctx.arch, task, python, imgsz, epochs, batch, work)

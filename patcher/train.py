@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,20 @@ def _files(target: Target) -> Dict[str, list]:
     pkg = target.package.replace(".", "/")
     return dict(loader_files=[f"{pkg}/nn/tasks.py", f"{pkg}/utils/patches.py", f"{pkg}/utils/torch_utils.py"],
                 metrics_files=[f"{pkg}/utils/metrics.py"])
+
+
+HEAD = re.compile(r",\s*(Segment|Pose|OBB|Classify)\w*\s*,")
+TASK_OF_HEAD = {"Segment": "segment", "Pose": "pose", "OBB": "obb", "Classify": "classify"}
+
+
+def task_of_yaml(path, default: str = "detect") -> str:
+    """The task a model yaml builds, from its head module (`Segment`, `Pose26`, `OBB`, `Classify`, ...)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return default
+    found = HEAD.findall(text)
+    return TASK_OF_HEAD[found[-1]] if found else "detect"
 
 
 def model_path(target: Target, arch: str) -> str:
