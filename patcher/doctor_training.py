@@ -12,6 +12,8 @@ Each check reads the checkout's own source (what it calls) and asks the interpre
                  later no longer ship it. Fix: setuptools < 81.
   numpy.trapz    the validation metrics of Ultralytics up to 8.3.x and YOLOv5 v7.0 call `np.trapz`, removed in
                  numpy 2.4: validation (every epoch's end) fails. Fix: numpy < 2.4, or a newer checkout.
+  cpuinfo        Ultralytics 8.1-era `select_device` imports `cpuinfo` (py-cpuinfo) to name the CPU; without
+                 it training on CPU fails before the first epoch. Fix: pip install py-cpuinfo.
   torchvision    validation runs `torchvision.ops.nms`: a torchvision built for another torch fails there
                  (the environment section's probe says whether it runs).
 """
@@ -38,6 +40,8 @@ try:
 except Exception as exc:
     out["pkg_resources"] = False
     out["pkg_resources_error"] = f"{type(exc).__name__}: {exc}"[:200]
+import importlib.util
+out["cpuinfo"] = importlib.util.find_spec("cpuinfo") is not None
 try:
     import numpy
     out["numpy"] = numpy.__version__
@@ -139,6 +143,15 @@ def check(co: Checkout, python: Optional[str], env: Dict, rep) -> None:
                     f"{py} -m pip install 'numpy<2.4', or use a newer checkout")
         elif probe.get("numpy_trapz"):
             rep.add("training", "numpy.trapz", "ok", f"{metrics_files(co)[0]} calls np.trapz; numpy {probe.get('numpy')} has it")
+    torch_utils = [_prefix(co) + "utils/torch_utils.py"]
+    if any("import cpuinfo" in (co.root / rel).read_text(encoding="utf-8", errors="replace")
+           for rel in torch_utils if (co.root / rel).is_file()):
+        if probe.get("cpuinfo") is False:
+            rep.add("training", "cpuinfo", "fail",
+                    f"{torch_utils[0]} imports cpuinfo when the trainer picks a CPU device (select_device); "
+                    "this interpreter lacks it", f"{py} -m pip install py-cpuinfo")
+        elif probe.get("cpuinfo"):
+            rep.add("training", "cpuinfo", "ok", f"{torch_utils[0]} imports cpuinfo; installed")
     tvis = env.get("torchvision") or {}
     if tvis.get("ok") and (tvis.get("nms") or {}).get("ok", True):
         rep.add("training", "torchvision", "ok", "validation's torchvision.ops.nms runs with this torch")

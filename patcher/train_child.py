@@ -117,7 +117,7 @@ def _dataset(args):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     t0 = time.perf_counter()
-    data = mod.make(args["task"], os.path.join(args["work"], "data"), n_train=args.get("n_train", 32),
+    data = mod.make(args["task"], os.path.join(args["work"], "data"), n_train=args.get("n_train", 16),
                     n_val=args.get("n_val", 8), size=max(args["imgsz"], 64), seed=0)
     return data, time.perf_counter() - t0
 
@@ -151,6 +151,18 @@ def _summarise(result, row):
     result["loss_finite"] = _finite(list(losses.values()))
     result["metrics"] = metrics
     result["metrics_computed"] = _finite(list(metrics.values()))
+
+
+def _first_tensor(out):
+    """The inference output: the first tensor, depth first (Detect gives (y, x); Segment ((y, proto), x); dicts too)."""
+    if hasattr(out, "shape"):
+        return out
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_package(args):
@@ -217,9 +229,9 @@ def reload_ultralytics(args, result):
     result["epoch"] = ckpt.get("epoch") if isinstance(ckpt, dict) else None
     with torch.no_grad():
         out = model(torch.zeros(1, 3, args["imgsz"], args["imgsz"]))
-    first = out[0] if isinstance(out, (list, tuple)) else out
-    result["output"] = list(first.shape) if hasattr(first, "shape") else type(first).__name__
-    result["output_finite"] = bool(torch.isfinite(first).all()) if hasattr(first, "shape") else None
+    first = _first_tensor(out)
+    result["output"] = list(first.shape) if first is not None else type(out).__name__
+    result["output_finite"] = bool(torch.isfinite(first).all()) if first is not None else None
 
 
 def export_ultralytics(args, result):
@@ -233,7 +245,7 @@ def export_ultralytics(args, result):
     inner.eval()
     with torch.no_grad():
         ref = inner(x)
-    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    ref = _first_tensor(ref)
     t0 = time.perf_counter()
     path = model.export(format="onnx", imgsz=args["imgsz"], simplify=False, dynamic=False, device="cpu", verbose=False)
     result["export_s"] = time.perf_counter() - t0
@@ -284,7 +296,7 @@ def reload_yolov5(args, result):
     result["params"] = sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         out = model(torch.zeros(1, 3, args["imgsz"], args["imgsz"]))
-    first = out[0] if isinstance(out, (list, tuple)) else out
+    first = _first_tensor(out)
     result["output"] = list(first.shape)
     result["output_finite"] = bool(torch.isfinite(first).all())
 
@@ -303,7 +315,7 @@ def export_yolov5(args, result):
     ref_model = _yolov5_load(args, weights).float().eval()
     with torch.no_grad():
         ref = ref_model(x)
-    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    ref = _first_tensor(ref)
     t0 = time.perf_counter()
     files = export.run(weights=weights, imgsz=(args["imgsz"], args["imgsz"]), include=("onnx",), device="cpu")
     result["export_s"] = time.perf_counter() - t0

@@ -3,8 +3,8 @@
 Each test patches a real release, runs `mbpatch verify --train --json --work <tmp>` as a user would, and checks
 what a user looks at: exit 0, losses finite, validation metrics computed, the trainer's best.pt under the work
 folder, that best.pt reloads (the product does it in a new process; the test also opens it itself and finds
-the backbone class in it), and that the checkout's bytes did not change. One epoch at imgsz 64 on 32
-generated images, batch 8.
+the backbone class in it), and that the checkout's bytes did not change. One epoch at imgsz 64 on 16
+generated images (8 for validation), batch 8.
 
 YOLOv5 git layouts: the git tree of v7.0 is made from PyPI yolov5 7.0.14 as conftest_yolov5.make_git does;
 train.py and its imports then still carry the PyPI package's own additions (`from yolov5 import __version__`,
@@ -107,7 +107,8 @@ def test_train_and_export_rtdetr_repvit_on_8_4_190(u84, tmp_path):
     check_trained(doc, u84, tmp_path, "RepViTM0_9")
     ex = doc["export"]
     assert ex["ok"] and ex["export"]["equal"], ex
-    assert ex["export"]["onnx_shape"][1:] == [300, 84]  # queries x (4 box + 80 scores)
+    # queries (at most 300; fewer at 64x64, where the encoder has fewer cells) x (4 box + 80 scores)
+    assert ex["export"]["onnx_shape"] == ex["export"]["torch_shape"] and ex["export"]["onnx_shape"][2] == 84
     assert tree_digest(u84) == before
     run_cli("revert", "--repo", u84, check=0)
 
