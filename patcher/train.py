@@ -139,6 +139,8 @@ def export_check(target: Target, arch: str, fmt: str = "onnx", python: Optional[
     if fmt != "onnx":
         raise MbpatchError(f"--export {fmt}: only onnx is checked so far", step="export")
     folder = work_folder(work, "export")
+    if work:  # its own subfolder: the trainer's files stay apart
+        folder = work_folder(os.path.join(folder, "export"), "export")
     t0 = time.perf_counter()
     args = _base(target, arch, "detect", folder, imgsz)
     args.update(mode="export", format=fmt)

@@ -107,8 +107,9 @@ def test_train_and_export_rtdetr_repvit_on_8_4_190(u84, tmp_path):
     check_trained(doc, u84, tmp_path, "RepViTM0_9")
     ex = doc["export"]
     assert ex["ok"] and ex["export"]["equal"], ex
-    # queries (at most 300; fewer at 64x64, where the encoder has fewer cells) x (4 box + 80 scores)
-    assert ex["export"]["onnx_shape"] == ex["export"]["torch_shape"] and ex["export"]["onnx_shape"][2] == 84
+    # batch x queries (at most 300) x (4 box + class scores)
+    shape = ex["export"]["onnx_shape"]
+    assert shape == ex["export"]["torch_shape"] and shape[0] == 1 and shape[1] <= 300 and shape[2] > 4
     assert tree_digest(u84) == before
     run_cli("revert", "--repo", u84, check=0)
 

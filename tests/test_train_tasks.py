@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from conftest import tree_digest, unpacked
-from patcher import datasets
-from patcher.train import task_of_yaml, train_check
-from patcher.verify import Target
+from mbpatch import datasets
+from mbpatch.train import task_of_yaml, train_check
+from mbpatch.verify import Target
 
 STOCK = {"segment": "v8/yolov8-seg.yaml", "pose": "v8/yolov8-pose.yaml", "obb": "v8/yolov8-obb.yaml",
          "classify": "v8/yolov8-cls.yaml"}
