@@ -311,6 +311,7 @@ def export_yolov5(args, result):
     weights = os.path.join(args["work"], "model.pt")
     torch.save({"model": model, "epoch": -1}, weights)  # what the exporter reads: a checkpoint like train.py's
     export, _ = _yolov5_module(args, "export")
+    result["compat"] = _legacy_onnx_export(torch) or result.get("compat")
     x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
     ref_model = _yolov5_load(args, weights).float().eval()
     with torch.no_grad():
@@ -323,7 +324,29 @@ def export_yolov5(args, result):
     _compare(onnx_files[0] if onnx_files else os.path.join(args["work"], "model.onnx"), x, ref, result)
 
 
+def _legacy_onnx_export(torch):
+    """torch >= 2.9's `torch.onnx.export` defaults to the dynamo exporter (which needs onnxscript); exporters
+    written before it (YOLOv5 v7.0's export.py) do not pass `dynamo=False`. Default it to False for this run
+    when the caller says nothing, and say so."""
+    import inspect
+
+    fn = torch.onnx.export
+    if "dynamo" not in inspect.signature(fn).parameters:
+        return None
+
+    def export(*a, **k):
+        k.setdefault("dynamo", False)
+        return fn(*a, **k)
+
+    torch.onnx.export = export
+    return {"torch.onnx.export": "dynamo=False",
+            "why": f"torch {torch.__version__} exports with the dynamo exporter by default and this checkout's exporter "
+                   "does not choose; the TorchScript exporter it was written for is used"}
+
+
 def _compare(path, x, ref, result):
+    if not os.path.isfile(path):
+        raise RuntimeError(f"the checkout's exporter wrote no {path} (its log above says why)")
     import numpy as np
     import onnxruntime as ort
 
