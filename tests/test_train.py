@@ -8,7 +8,7 @@ generated images (8 for validation), batch 8.
 
 YOLOv5 git layouts: the git tree of v7.0 is made from PyPI yolov5 7.0.14 as conftest_yolov5.make_git does;
 train.py and its imports then still carry the PyPI package's own additions (`from yolov5 import __version__`,
-a Roboflow import, Hugging Face hub lookups), which the git tree of v7.0 does not have. `git_trainable`
+a Roboflow import, the PyPI `helpers` module (COCO conversion, hub and S3 uploads), Hugging Face hub lookups), which the git tree of v7.0 does not have. `git_trainable`
 removes those lines; everything else (the trainer, strip_optimizer, val.py, the loaders) is the release's code.
 """
 
@@ -30,6 +30,8 @@ from conftest_yolov5 import FIXTURES, make_git
 PYPI_ONLY = (  # (file, PyPI 7.0.14 line, what the git tree has instead)
     ("train.py", "from yolov5 import __version__\n", "__version__ = '7.0'\n"),
     ("train.py", "from utils.roboflow import RoboflowConnector\n", "RoboflowConnector = None\n"),
+    ("train.py", "from helpers import (convert_coco_dataset_to_yolo, push_to_hfhub,\n                            upload_to_s3)\n",
+     "push_to_hfhub = upload_to_s3 = None\n\n\ndef convert_coco_dataset_to_yolo(opt, save_dir):\n    pass\n"),
     ("train.py", "    result = attempt_download_from_hub(weights, hf_token=None)\n", "    result = None\n"),
     ("utils/downloads.py", "    result = attempt_download_from_hub(file, hf_token=hf_token)\n", "    result = None\n"),
     ("utils/loggers/neptune/neptune_utils.py", "from yolov5 import __version__\n", "__version__ = '7.0'\n"),
