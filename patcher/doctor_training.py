@@ -154,7 +154,7 @@ def check(co: Checkout, python: Optional[str], env: Dict, rep) -> None:
             rep.add("training", "cpuinfo", "ok", f"{torch_utils[0]} imports cpuinfo; installed")
     tvis = env.get("torchvision") or {}
     if tvis.get("ok") and (tvis.get("nms") or {}).get("ok", True):
-        rep.add("training", "torchvision", "ok", "validation's torchvision.ops.nms runs with this torch")
+        rep.add("training", "validation nms", "ok", "validation's torchvision.ops.nms runs with this torch")
     else:
-        rep.add("training", "torchvision", "fail", "validation runs torchvision.ops.nms, which fails here (see environment)",
+        rep.add("training", "validation nms", "fail", "validation runs torchvision.ops.nms, which fails here (see environment)",
                 "install the torchvision built for this torch (pytorch.org lists the matching pairs)")
