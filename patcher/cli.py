@@ -347,7 +347,15 @@ def _revert_report(rp, res, as_json: bool) -> None:
 @click.option("--model", "model_yaml", default=None, help="a yaml to build (default: the one the last apply wrote)")
 @click.option("--python", "python", default=None)
 @click.option("--json", "as_json", is_flag=True)
-def verify(repo, model_yaml, python, as_json):
+@click.option("--train", "train", is_flag=True,
+              help="also train 1 epoch on a generated dataset with the checkout's trainer, validate, reload best.pt")
+@click.option("--export", "export", default=None, type=click.Choice(["onnx"]),
+              help="also export with the checkout's exporter and compare onnxruntime with PyTorch")
+@click.option("--imgsz", default=64, show_default=True, help="image size for --train / --export")
+@click.option("--epochs", default=1, show_default=True, help="epochs for --train")
+@click.option("--batch", default=8, show_default=True, help="batch size for --train")
+@click.option("--work", "work", default=None, help="folder for the dataset, runs and exported file (default: a new temp folder)")
+def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64, epochs=1, batch=8, work=None):
     """Build the patched model again and print its summary."""
     try:
         co = detect(repo)
@@ -364,12 +372,39 @@ def verify(repo, model_yaml, python, as_json):
         if model_yaml:
             ctx.arch = _arch_of(model_yaml, co.kind)
         code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None)
+        if code == 0 and (train or export):
+            code = _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch,
+                                  last.get("task", "detect"), work)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
         sys.exit(code)
     except MbpatchError as e:
         _fail(e, as_json)
+
+
+def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch, task, work) -> int:
+    """verify --train / --export: the checkout's own trainer and exporter (patcher/train.py)."""
+    from .train import export_check, train_check
+
+    from .train import task_of_yaml
+
+    target = verify_target(ctx)
+    if model_yaml:
+        target.patched = Path(model_yaml).resolve()
+        task = task_of_yaml(target.patched, task)
+    code = 0
+    if train:
+        doc["train"] = train_check(target, ctx.arch, task, python, imgsz, epochs, batch, work)
+        code = code or (0 if doc["train"]["ok"] else 1)
+        if not as_json:
+            report.training(doc["train"])
+    if export:
+        doc["export"] = export_check(target, ctx.arch, export, python, imgsz, work)
+        code = code or (0 if doc["export"]["ok"] else 1)
+        if not as_json:
+            report.exported(doc["export"])
+    return code
 
 
 def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> str:

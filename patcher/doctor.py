@@ -537,6 +537,9 @@ def diagnose(repo: str, python: Optional[str] = None, environment: bool = True) 
         env = probe(co, python, names)
         rep.data["environment"] = env
         _environment(co, python, env, patched, rep)
+        from .doctor_training import check as training_checks  # what makes training fail (issue 10)
+
+        training_checks(co, python, env, rep)
     return rep
 
 
@@ -556,7 +559,7 @@ def render(rep: Report) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    for section in ("checkout", "journal", "recipes", "environment", "shadowing"):
+    for section in ("checkout", "journal", "recipes", "environment", "shadowing", "training"):
         rows = [f for f in rep.findings if f.section == section]
         if not rows:
             continue
