@@ -25,4 +25,4 @@ RECIPES = [
     StrideProbe(),
     ModelYaml(),
 ]
-ARCHS = ("rtdetr", "yolov8", "yolo11")
+ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26")  # families.py: the tasks of each, and since when
