@@ -273,35 +273,17 @@ def verify(repo, model_yaml, python, as_json):
 
 
 def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str, str]:
-    """(arch, task) of a yaml given with --model: the task from its last head module (as Ultralytics guesses it),
-    the family from the file name (yolov8/yolo11/yolo12/yolo26...), else from the modules it uses."""
+    """(arch, task) of a yaml given with --model (recipes/ultralytics/families.py reads it)."""
     import yaml
+
+    from .recipes.ultralytics.families import arch_and_task_of
 
     path = Path(model_yaml) if model_yaml else None
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
-        module = str(d["head"][-1][2])
-    except (yaml.YAMLError, OSError, UnicodeDecodeError, KeyError, IndexError, TypeError):
-        d, module = {}, ""
-    task = "detect"
-    for key, t in (("Classify", "classify"), ("SemanticSegment", "semantic"), ("Segment", "segment"), ("Pose", "pose"),
-                   ("OBB", "obb"), ("Depth", "depth")):
-        if module.startswith(key):
-            task = t
-            break
-    if kind == "yolov5":  # one arch
-        return "yolov5", task
-    text = path.read_text(encoding="utf-8", errors="replace") if path and path.is_file() else ""
-    if "RTDETRDecoder" in text:
-        return "rtdetr", task
-    m = re.match(r"yolo(v8|11|12|26)", path.name if path else "")
-    if m:
-        return ("yolov8" if m.group(1) == "v8" else "yolo" + m.group(1)), task
-    if "A2C2f" in text:
-        return "yolo12", task
-    if isinstance(d, dict) and d.get("end2end") or module.endswith("26"):
-        return "yolo26", task
-    return ("yolo11" if "C2PSA" in text or "C3k2" in text else "yolov8"), task
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        d = {}
+    return arch_and_task_of(d, path.name if path else "", kind)
 
 
 @main.command(name="list")

@@ -29,6 +29,7 @@ is not part of a stage, it is context for the neck:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
@@ -79,3 +80,30 @@ def model_class(arch: str, task: str) -> str:
 
 def tasks_of(arch: str) -> Tuple[str, ...]:
     return tuple(FAMILIES[arch].tasks)
+
+
+_HEAD_TASK = (("Classify", "classify"), ("SemanticSegment", "semantic"), ("Segment", "segment"), ("Pose", "pose"),
+              ("OBB", "obb"), ("Depth", "depth"))
+
+
+def arch_and_task_of(d, name: str = "", kind: str = "ultralytics") -> Tuple[str, str]:
+    """(arch, task) of a model yaml (its parsed dict and file name): the task from its last head module, as
+    Ultralytics guesses it; the family from the file name (yolov8/yolo11/yolo12/yolo26...), else from its modules."""
+    rows = []
+    if isinstance(d, dict):
+        rows = [r for r in (d.get("backbone") or []) + (d.get("head") or []) if isinstance(r, list) and len(r) > 2]
+    modules = [str(r[2]) for r in rows]
+    last = modules[-1] if modules else ""
+    task = next((t for key, t in _HEAD_TASK if last.startswith(key)), "detect")
+    if kind == "yolov5":
+        return "yolov5", task
+    if "RTDETRDecoder" in modules:
+        return "rtdetr", task
+    m = re.match(r"yolo(v8|11|12|26)", name)
+    if m:
+        return ("yolov8" if m.group(1) == "v8" else "yolo" + m.group(1)), task
+    if "A2C2f" in modules:
+        return "yolo12", task
+    if (isinstance(d, dict) and d.get("end2end")) or last.endswith("26"):
+        return "yolo26", task
+    return ("yolo11" if "C2PSA" in modules or "C3k2" in modules else "yolov8"), task
