@@ -300,7 +300,7 @@ def list_(as_json):
 
     archs = {"ultralytics": list(ul.ARCHS), "yolov5": list(y5.ARCHS)}
     tasks = {a: {t: f"from {v}" for t, v in FAMILIES[a].tasks.items()} for a in ul.ARCHS}
-    tasks["yolov5"] = {"detect": "from v6.0", "segment": "from v7.0"}
+    tasks["yolov5"] = {"detect": "from v6.0", "segment": "from v7.0, PyPI 6.2"}
     if as_json:
         report.dump(dict(backbones=backbones, archs=archs, tasks=tasks, recipes=recipes))
         return

@@ -1,5 +1,5 @@
 """YOLOv5 `--task segment` (issue 9): models/segment/yolov5<scale>-seg-<backbone>.yaml built with the checkout's
-SegmentationModel, on v7.0 (git layout) and refused on v6.2, which has no segmentation."""
+SegmentationModel, on v7.0 (git layout) and refused on PyPI 6.1, which has no segmentation (PyPI 6.2 has it)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def test_segment_on_v7_builds_segmentation_model_and_reverts(tmp_path, yolov5_en
     assert tree_digest(root) == original
 
 
-def test_segment_refused_on_v6_2(tmp_path):
-    root = make_pypi(tmp_path / "y5", "6.2.3")
+def test_segment_refused_before_it_arrived(tmp_path):
+    root = make_pypi(tmp_path / "y5", "6.1.9")
     original = tree_digest(root)
     proc = run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov5", "--task", "segment")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -70,8 +70,8 @@ def build_plan(ctx: Context) -> BuildPlan:
     stock = stock_path(ctx, scale)
     if not (co.root / stock).is_file():
         if task == "segment":
-            raise PlanError(f"this YOLOv5 checkout has no {stock} (segmentation arrived in v7.0); upgrade the "
-                            "checkout or drop --task segment", step="task")
+            raise PlanError(f"this YOLOv5 checkout has no {stock} (segmentation arrived in v7.0, PyPI yolov5 "
+                            "6.2); upgrade the checkout or drop --task segment", step="task")
         raise PlanError(f"this YOLOv5 checkout has no {stock}; restore it (every YOLOv5 ships yolov5n/s/m/l/x.yaml)")
     out = block_out(ctx) if chosen == BLOCKS else backbone_out(ctx)
     model = "SegmentationModel" if task == "segment" else "Model"

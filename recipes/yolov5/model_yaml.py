@@ -2,7 +2,7 @@
 
 Target (new file): `models/yolov5<scale>-<backbone id>.yaml` beside the stock `models/yolov5<scale>.yaml`
 (`yolov5/models/...` in the PyPI package), e.g. `models/yolov5n-repvit_m1.yaml`; with `--task segment` (v7.0 and
-master) `models/segment/yolov5<scale>-seg-<backbone id>.yaml` beside the stock `-seg` yaml, whose head ends in
+master, PyPI 6.2) `models/segment/yolov5<scale>-seg-<backbone id>.yaml` beside the stock `-seg` yaml, whose head ends in
 `Segment [nc, anchors, 32, 256]` and is built with the checkout's `SegmentationModel`.
 
 Contents: the stock file's `nc` (or `--nc`), depth and width multiples and anchors; the backbone as layer 0
