@@ -23,7 +23,7 @@ def test_sweep_slice(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "sweep.py"), "--versions", ",".join(VERSIONS),
          "--archs", ",".join(ARCHS), "--out", str(out), "--state", str(state)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = out.read_text()
