@@ -100,7 +100,7 @@ def build_all(root, jobs, both=True):
     env = dict(os.environ, YOLO_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, "-c", BUILD, str(root), json.dumps(jobs), "1" if both else "0"],
-                          capture_output=True, text=True, cwd=root, env=env, timeout=1500)
+                          capture_output=True, text=True, cwd=root, env=env, timeout=3600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@BUILT@@")]
     assert lines, proc.stderr[-3000:]
     return json.loads(lines[-1][len("@@BUILT@@"):])
