@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import click
 from rich.markup import escape
@@ -36,7 +37,7 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
 
 
 def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool,
-                 style: str = "backbone", weights: Optional[str] = None) -> Context:
+                 style: str = "backbone", weights: Optional[str] = None, task: str = "detect") -> Context:
     bb = lookup(backbone)
     if bb is None:
         known = ", ".join(sorted(CATALOG))
@@ -51,6 +52,8 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
             f"--arch {arch} cannot be built by this {co.kind} {co.version} checkout; it builds: {', '.join(archs)}",
             file=str(co.root), step="arch",
         )
+    if task not in ALL_TASKS:
+        raise MbpatchError(f"unknown --task '{task}'; choose one of: {', '.join(ALL_TASKS)}", file=str(co.root), step="task")
     if nc < 1:
         raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
     if style != "backbone" and co.kind != "yolov5":
@@ -65,37 +68,47 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
             raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
                                file=str(weights), step="weights")
         weights = str(path.resolve())
-    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style)
-    verify_target(ctx)  # refuses up front an arch this release lacks (rtdetr before 8.0.111, yolo11 before 8.3.0)
+    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style, task=task)
+    verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
     return ctx
 
 
-ALL_ARCHS = ("rtdetr", "yolov8", "yolo11", "yolov5")
+ALL_ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26", "yolov5")
+ALL_TASKS = ("detect", "segment", "pose", "obb", "classify", "semantic", "depth")
 
 
 def verify_target(ctx: Context) -> Target:
-    co = ctx.checkout
-    if co.kind == "yolov5":
-        return kind_recipes("yolov5").verify_target(ctx)
-    from .recipes.ultralytics.model_yaml import plan as yaml_plan
+    """What verification builds (and training loads): the recipes' plan for this context, as a Target."""
+    from .recipes.build_plan import PlanError
 
+    co = ctx.checkout
     try:
-        p = yaml_plan(ctx)
+        if co.kind == "yolov5":
+            p = kind_recipes("yolov5").build_plan(ctx)
+        else:
+            from .recipes.ultralytics.model_yaml import build_plan
+
+            p = build_plan(ctx)
+    except PlanError as e:
+        raise MbpatchError(str(e), file=str(co.root), step=e.step) from None
     except RecipeError as e:
         raise MbpatchError(str(e), file=str(co.root), step="arch") from None
-    scale = "l" if ctx.arch == "rtdetr" else ctx.scale  # rtdetr-l.yaml has the one scale
-    return Target(co.root, co.package.name, p.model, co.root / p.stock, co.root / p.out, p.scaled, scale, ctx.nc)
+    return Target(co.root, p.package, p.model, co.root / p.stock, co.root / p.out, p.scaled, p.scale, ctx.nc,
+                  kind=p.kind, task=p.task, trainer=p.trainer, load_name=p.load_name)
 
 
 def training_snippet(ctx: Context, target: Target) -> str:
     if ctx.checkout.kind == "yolov5":
-        return _with_data(kind_recipes("yolov5").training_snippet(ctx, target), ctx, "coco128.yaml")
-    cls = "RTDETR" if ctx.arch == "rtdetr" else "YOLO"
+        snippet = kind_recipes("yolov5").training_snippet(ctx, target.patched)
+        return _with_data(snippet, ctx, "coco128-seg.yaml" if target.task == "segment" else "coco128.yaml")
+    cls = target.trainer
     path = target.patched
-    if target.scaled and ctx.arch != "rtdetr":  # Ultralytics reads the scale from the file name
-        path = path.with_name(path.name.replace(f"{ctx.arch}-", f"{ctx.arch}{ctx.scale}-", 1))
-    snippet = f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="coco8.yaml", epochs=100, imgsz=640)'
-    return _with_data(snippet, ctx, "coco8.yaml")
+    if target.load_name and target.load_name != path.name:  # Ultralytics reads the scale from the file name
+        path = path.with_name(target.load_name)
+    data = {"detect": "coco8.yaml", "segment": "coco8-seg.yaml", "pose": "coco8-pose.yaml", "obb": "dota8.yaml",
+            "classify": "imagenet10", "semantic": "cityscapes8.yaml", "depth": "nyu8.yaml"}.get(target.task, "coco8.yaml")
+    snippet = f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="{data}", epochs=100, imgsz=640)'
+    return _with_data(snippet, ctx, data)
 
 
 def _with_data(snippet: str, ctx: Context, sample: str) -> str:
@@ -149,9 +162,12 @@ def main():
 @main.command()
 @click.option("--repo", required=True, help="the checkout: repo root or its ultralytics/ package folder")
 @click.option("--backbone", required=True, help="catalogue id or tutorial class name (see `mbpatch list`)")
-@click.option("--arch", required=True, help="rtdetr, yolov8 or yolo11 (Ultralytics); yolov5 (YOLOv5)")
+@click.option("--arch", required=True, help="rtdetr, yolov8, yolo11, yolo12 or yolo26 (Ultralytics); yolov5 (YOLOv5)")
+@click.option("--task", default="detect", show_default=True, type=click.Choice(list(ALL_TASKS)),
+              help="which stock yaml of the family: detect, segment, pose, obb, classify (yolo26 also semantic, depth)")
 @click.option("--nc", default=80, show_default=True, help="number of classes in the generated yaml")
-@click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")), help="yolov8/yolo11/yolov5 scale")
+@click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")),
+              help="model scale; rtdetr: l (also the default n) or x picks the rtdetr-l or rtdetr-x neck")
 @click.option("--head", default="stock", show_default=True, type=click.Choice(["stock", "light"]),
               help="rtdetr neck: stock rtdetr-l, or the MobileNetV4 tutorial's light one (RepC3 e=0.5, 3 decoder layers)")
 @click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
@@ -166,7 +182,7 @@ def main():
 @click.option("--replace-existing", is_flag=True,
               help="use mbpatch's backbone class even where your checkout already defines one of the same name")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, data, dry_run, no_verify, python,
+def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, data, dry_run, no_verify, python,
           allow_installed, replace_existing, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     from . import safety
@@ -177,7 +193,7 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, data,
             raise MbpatchError(f"unknown --arch '{arch}'; choose one of: {', '.join(ALL_ARCHS)}", file=str(repo), step="arch")
         co = detect(repo)
         safety.refuse_installed(co, allow_installed)
-        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style, weights)
+        ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style, weights, task)
         ctx.replace_existing = replace_existing
         ctx.data = data  # only the printed snippet uses it
         if not dry_run:  # every input that can be checked is checked before the first byte is written
@@ -201,8 +217,8 @@ def apply(repo, backbone, arch, nc, scale, head, rect_off, style, weights, data,
                 else:
                     report.dump(doc)
                 return
-            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, nc=nc, scale=scale, head=head, style=style, weights=ctx.weights,
-                        recipes={s.recipe: s.status for s in p.steps}, kind=co.kind, version=co.version)
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=nc, scale=scale, head=head, style=style,
+                        weights=ctx.weights, recipes={s.recipe: s.status for s in p.steps}, kind=co.kind, version=co.version)
             entry = engine.write(p, meta)
             written = entry is not None
         kept_edits = [rel for rel in edited if entry and rel in p.changes]
@@ -365,16 +381,15 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
         if model_yaml is None and not entries:
             raise MbpatchError("nothing applied here yet and no --model given", file=str(co.root), step="verify")
         last = entries[-1] if entries else {}
-        ctx = make_context(co, last.get("backbone", "mobilenetv2"), last.get("arch", _arch_of(model_yaml, co.kind)),
+        arch, task = _arch_of(model_yaml, co.kind) if model_yaml else (last.get("arch", "yolov8"), last.get("task", "detect"))
+        ctx = make_context(co, last.get("backbone", "mobilenetv2"), arch,
                            int(last.get("nc", 80)), last.get("scale", "n"), last.get("head", "stock"), False,
-                           last.get("style", "backbone"))
+                           last.get("style", "backbone"), task=task)
         doc: Dict = dict(ok=True, command="verify")
-        if model_yaml:
-            ctx.arch = _arch_of(model_yaml, co.kind)
         code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None)
         if code == 0 and (train or export):
             code = _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch,
-                                  last.get("task", "detect"), work)
+                                  task, work)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
@@ -407,13 +422,18 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
     return code
 
 
-def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> str:
-    if kind == "yolov5":  # one arch
-        return "yolov5"
-    text = Path(model_yaml).read_text(encoding="utf-8") if model_yaml and Path(model_yaml).is_file() else ""
-    if "RTDETRDecoder" in text:
-        return "rtdetr"
-    return "yolo11" if "C2PSA" in text else "yolov8"
+def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str, str]:
+    """(arch, task) of a yaml given with --model (recipes/ultralytics/families.py reads it)."""
+    import yaml
+
+    from .recipes.ultralytics.families import arch_and_task_of
+
+    path = Path(model_yaml) if model_yaml else None
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        d = {}
+    return arch_and_task_of(d, path.name if path else "", kind)
 
 
 @main.command(name="list")
@@ -428,6 +448,10 @@ def list_(size_arch, python, as_json):
     backbones = [dict(id=b.id, names=list(b.names), channels=list(b.channels), available=b.id in AVAILABLE)
                  for b in CATALOG.values()]
     recipes, archs = recipes_and_archs()
+    from .recipes.ultralytics.families import FAMILIES
+
+    tasks = {a: {t: f"from {v}" for t, v in FAMILIES[a].tasks.items()} for a in archs["ultralytics"]}
+    tasks["yolov5"] = {"detect": "from v6.0", "segment": "from v7.0, PyPI 6.2"}
     sizes = None
     if size_arch:
         from .sizes import table
@@ -439,7 +463,7 @@ def list_(size_arch, python, as_json):
         except MbpatchError as e:
             _fail(e, as_json)
     if as_json:
-        report.dump(dict(backbones=backbones, archs=archs, recipes=recipes, **({"sizes": sizes} if sizes else {})))
+        report.dump(dict(backbones=backbones, archs=archs, tasks=tasks, recipes=recipes, **({"sizes": sizes} if sizes else {})))
         return
     from rich.table import Table
 
@@ -450,6 +474,12 @@ def list_(size_arch, python, as_json):
         t.add_row(b["id"], ", ".join(b["names"]), str(tuple(b["channels"])), "yes" if b["available"] else "[dim]not yet[/]")
     report.console.print(t)
     report.console.print("archs: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in archs.items()))
+    t = Table(title="archs and tasks (--arch, --task; the first release that has each)", title_justify="left")
+    t.add_column("arch")
+    t.add_column("tasks")
+    for arch, ts in tasks.items():
+        t.add_row(arch, ", ".join(f"{k} ({v})" for k, v in ts.items()))
+    report.console.print(t)
     for kind, rs in recipes.items():
         t = Table(title=f"{kind} recipes", title_justify="left")
         t.add_column("recipe")

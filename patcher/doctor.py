@@ -30,6 +30,7 @@ from .checkout import Checkout, detect
 from .engine import LOCK_NAME, holder, plan_revert
 from .journal import DIR, TMP_SUFFIX, Journal, sha256
 from .recipes import ALREADY, APPLIED, NOT_NEEDED, Context, RecipeError
+from .recipes.ultralytics.families import arch_and_task_of
 from .templates import AVAILABLE, CATALOG, lookup
 
 CHILD = Path(__file__).with_name("doctor_child.py")
@@ -119,6 +120,7 @@ class Target:
     style: str = "backbone"  # yolov5: "backbone" or "blocks"
     yaml: Optional[str] = None  # a model yaml of this checkout that uses the backbone
     weights: Optional[str] = None  # the --weights checkpoint of that apply
+    task: str = "detect"  # the --task of that apply
 
 
 def _yaml_users(co: Checkout) -> List[Target]:
@@ -145,9 +147,8 @@ def _yaml_users(co: Checkout) -> List[Target]:
             continue
         if bb is None:
             continue
-        modules = [str(r[2]) for r in (d.get("backbone") or []) + (d.get("head") or []) if isinstance(r, list) and len(r) > 2]
-        arch = "yolov5" if co.kind == "yolov5" else "rtdetr" if "RTDETRDecoder" in modules else "yolo11" if "C2PSA" in modules else "yolov8"
-        out.append(Target(bb, arch, f"model yaml {co.rel(path)}", nc=nc, yaml=co.rel(path)))
+        arch, task = arch_and_task_of(d, path.name, co.kind)
+        out.append(Target(bb, arch, f"model yaml {co.rel(path)}", nc=nc, yaml=co.rel(path), task=task))
     return out
 
 
@@ -168,14 +169,14 @@ def _targets(co: Checkout, entries: List[Dict]) -> List[Target]:
             out.append(Target(bb, str(e.get("arch")), f"journal entry {e.get('id')}", int(e.get("nc", 80)),
                               str(e.get("scale", "n")), str(e.get("head", "stock")),
                               (e.get("recipes") or {}).get("rect_off") in (APPLIED, ALREADY), str(e.get("style", "backbone")),
-                              weights=e.get("weights")))
+                              weights=e.get("weights"), task=str(e.get("task", "detect"))))
     out += _yaml_users(co)
     seen, unique = set(), []
     for t in out:
-        key = (t.backbone.id, t.arch)
+        key = (t.backbone.id, t.arch, t.task)
         if key in seen:
             for u in unique:  # keep the yaml a journal target builds, found by the scan
-                if (u.backbone.id, u.arch) == key and u.yaml is None:
+                if (u.backbone.id, u.arch, u.task) == key and u.yaml is None:
                     u.yaml = t.yaml
             continue
         seen.add(key)
@@ -256,7 +257,7 @@ def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
     groups = []
     for t in _targets(co, entries):
         ctx = Context(co, t.backbone, t.arch, nc=t.nc, scale=t.scale, head=t.head, rect_off=t.rect_off,
-                      weights=t.weights, style=t.style)
+                      weights=t.weights, style=t.style, task=t.task)
         rows = [_recipe_state(r, ctx, co, cache) for r in mod.RECIPES]
         group = {"backbone": t.backbone.id, "arch": t.arch, "source": t.source, "yaml": t.yaml, "steps": rows}
         groups.append(group)

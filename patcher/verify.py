@@ -31,6 +31,9 @@ class Target:
     scale: str
     nc: int
     kind: str = "ultralytics"  # "yolov5": verify_child builds `<package>.yolo.Model` from the yaml files
+    task: str = "detect"  # what the trainer calls it: detect, segment, pose, obb, classify, semantic, depth
+    trainer: str = "YOLO"  # Ultralytics: the class that trains the yaml (YOLO, RTDETR); YOLOv5: its train script
+    load_name: str = ""  # the yaml name to load for this scale (Ultralytics reads the scale from the file name)
 
 
 def run(target: Target, python: Optional[str] = None, timeout: float = 900,
@@ -42,6 +45,8 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
     )
     if target.kind != "ultralytics":
         args["kind"] = target.kind
+    if target.task != "detect":
+        args["task"] = target.task
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
     env.pop("PYTHONPATH", None)  # the checkout goes first on sys.path, nothing else ahead of it
     cmd = [python or sys.executable, str(CHILD), json.dumps(args)]

@@ -85,6 +85,56 @@ def _measure(cls, cfg, scale, nc, summary):
     return info
 
 
+# --- tasks: the model class per task, the checkout's own task guess, train-mode outputs compared with stock ---
+
+
+def _check_task(tasks, cfg, task):
+    """The task the checkout's own `guess_model_task` reads from the yaml (what YOLO(...) will train), or None."""
+    guess = getattr(tasks, "guess_model_task", None)
+    if guess is None:
+        return None
+    got = guess(cfg)
+    if got is None:  # no rule for this head (RTDETRDecoder: RTDETR(...) sets the task itself)
+        return None
+    if got != task:
+        raise RuntimeError(f"the checkout guesses task '{got}' for {cfg.get('yaml_file')}, not '{task}'")
+    return got
+
+
+def _train_forward(model, info):
+    """One train-mode forward at batch 2, 640x480 (what a training step feeds), then back to eval mode."""
+    import torch
+
+    model.train()
+    info["forward"]["train 2x640x480"] = _shapes(model(torch.zeros(2, 3, 480, 640)))
+    model.eval()
+
+
+def _skeleton(shapes):
+    """The nesting of an output without its sizes: a tensor's shape (a list of ints) becomes its rank."""
+    if isinstance(shapes, list) and all(isinstance(v, int) for v in shapes):
+        return f"tensor{len(shapes)}"
+    if isinstance(shapes, list):
+        return [_skeleton(v) for v in shapes]
+    if isinstance(shapes, dict):
+        return {k: _skeleton(v) for k, v in shapes.items()}
+    return shapes
+
+
+def _same_outputs(result):
+    """Stock and patched of the same family, task and scale must give eval outputs of the same structure and shapes
+    (boxes, masks, keypoints, angles, class scores) and train outputs of the same structure (a lighter neck, such
+    as rtdetr's --head light with 3 decoder layers, changes train-mode sizes only)."""
+    s, p = result["stock"]["forward"], result["patched"]["forward"]
+    loose = [k for k in s if k.startswith("train")]
+    diff = [k for k in s if (_skeleton(s[k]) != _skeleton(p.get(k)) if k in loose else s[k] != p.get(k))]
+    result["outputs_match"] = not diff
+    if diff:  # reported with both models' numbers, as a failed verification
+        result["ok"] = False
+        result["error"] = (f"the patched model's outputs differ from the stock model's at {', '.join(diff)}: "
+                           f"stock {s[diff[0]]}, patched {p.get(diff[0])}")
+
+
 def _run(model, build_s, extra=None):
     """Size, GFLOPs at 640 and output shapes of a built model, in eval mode: 640x640, 640x480 and `extra`."""
     import torch
@@ -109,6 +159,7 @@ def _run(model, build_s, extra=None):
         info["forward"]["640x480"] = _shapes(model(torch.zeros(1, 3, 480, 640)))
         for name, shape in (extra or {}).items():
             info["forward"][name] = _shapes(model(torch.zeros(shape)))
+    _train_forward(model, info)
     info["forward_s"] = time.perf_counter() - t0
     return info
 
@@ -240,6 +291,7 @@ def main_yolov5(args):
     result["torch"] = torch.__version__
     result["stock"] = _measure_yolov5(cls, args["stock"], args["nc"], False, lines)
     result["patched"] = _measure_yolov5(cls, args["patched"], args["nc"], True, lines)
+    _same_outputs(result)
     return _gradient_verdict(result)
 
 
@@ -265,8 +317,12 @@ def main(args):
 
     torch.manual_seed(0)
     result["torch"] = torch.__version__
-    result["stock"] = _measure(cls, _load_yaml(args["stock"], args["scale"], args["scaled"]), args["scale"], args["nc"], False)
-    result["patched"] = _measure(cls, _load_yaml(args["patched"], args["scale"], args["scaled"]), args["scale"], args["nc"], True)
+    task = args.get("task", "detect")
+    stock, patched = (_load_yaml(args[k], args["scale"], args["scaled"]) for k in ("stock", "patched"))
+    result["task"] = _check_task(tasks, dict(patched), task) or task
+    result["stock"] = _measure(cls, stock, args["scale"], args["nc"], False)
+    result["patched"] = _measure(cls, patched, args["scale"], args["nc"], True)
+    _same_outputs(result)
     return _gradient_verdict(result)
 
 

@@ -113,6 +113,7 @@ class Context:
     rect_off: bool = False  # the user asked for rect=False in training/validation loaders
     weights: Optional[str] = None  # absolute path of a timm checkpoint the backbone loads when built
     style: str = "backbone"  # YOLOv5 only: "backbone" (whole backbone at layer 0) or "blocks" (per-block MobileNetV2)
+    task: str = "detect"  # detect, segment, pose, obb, classify (+ semantic, depth for yolo26): which stock yaml
 
 
 class Recipe:

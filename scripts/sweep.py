@@ -1,18 +1,22 @@
 #!/usr/bin/env python
-"""Sweep Ultralytics releases: apply -> build -> forward -> revert, per arch, and write the compatibility table.
+"""Sweep Ultralytics releases: apply -> build -> forward -> revert, per family and task, and write the table.
 
 For each release: `pip download --no-deps ultralytics==V` into the wheel cache (the same one the tests use),
-unpack its `ultralytics/` folder as a checkout, and for each arch:
+unpack its `ultralytics/` folder as a checkout, and for each family (arch) and each of its tasks
+(detect, segment, pose, obb, classify; yolo26 also semantic and depth):
 
     mbpatch apply --no-verify   exit 0: patched; exit 2: refused (must have changed zero bytes)
-    build and forward           the patched model, from the generated yaml with the checkout first on sys.path,
-                                eval mode at 640x640 and 640x480 (all archs of a release in one process)
+    build and forward           the patched model with the task's model class, from the generated yaml with the
+                                checkout first on sys.path, eval mode at 640x640 and 640x480 (all of a release
+                                in one process)
     mbpatch revert              must give back the exact bytes (sha256 of every file compared)
 
-The archs are applied one after the other (stacked, as a user trying both would) and reverted together.
-A release passes an arch when all three hold; it is "refused" when apply said no up front (exit 2, nothing
-written) — for example rtdetr before 8.0.111. Anything else (a refusal that wrote bytes, a crash, a failed
-build, a revert that is not byte-identical) is a FAILURE, and the script exits 1.
+Every (family, task) is applied one after the other (stacked, as a user trying several would) and reverted
+together. Each family uses one backbone per release, rotating through the catalogue from release to release
+(and offset per family), so the sweep covers every backbone. A task passes when all three hold; it is "refused"
+when apply said no up front (exit 2, nothing written) — for example rtdetr before 8.0.111 or yolo26's depth task
+before 8.4.104; once a family is refused as a whole its other tasks are not tried. Anything else (a refusal that
+wrote bytes, a crash, a failed build, a revert that is not byte-identical) is a FAILURE, and the script exits 1.
 
 The results go to a state file as they come (so an interrupted sweep resumes with --resume) and to
 docs/compatibility.md after every release.
@@ -55,8 +59,26 @@ BREAKPOINTS = """
 8.4.163 8.4.164
 """.split()
 
-ARCHS = ("yolov8", "rtdetr")
-BACKBONE = "mobilenetv2"
+# the first release of each family and task (families.py) and the release before it: always swept by default
+ARRIVALS = "8.0.0 8.0.65 8.0.66 8.0.110 8.0.111 8.0.234 8.0.235 8.3.0 8.3.77 8.3.78 8.3.253 8.4.0 8.4.51 8.4.52 8.4.103 8.4.104".split()
+ARCHS = ("yolov8", "yolo11", "yolo12", "yolo26", "rtdetr")
+# the tasks of each family (mbpatch's recipes/ultralytics/families.py; repeated so the script runs without mbpatch)
+TASKS = {"yolov8": ("detect", "segment", "pose", "obb", "classify"),
+         "yolo11": ("detect", "segment", "pose", "obb", "classify"),
+         "yolo12": ("detect", "segment", "pose", "obb", "classify"),
+         "yolo26": ("detect", "segment", "pose", "obb", "classify", "semantic", "depth"),
+         "rtdetr": ("detect",)}
+MODEL_OF_TASK = {"detect": "DetectionModel", "segment": "SegmentationModel", "pose": "PoseModel", "obb": "OBBModel",
+                 "classify": "ClassificationModel", "semantic": "SemanticSegmentationModel", "depth": "DepthModel"}
+BACKBONES = ("mobilenetv2", "mobilenetv4_small", "repvit_m0_9", "mobilenetv4_medium", "repvit_m1", "repvit_m1_0",
+             "mobilenetv4_hybrid_medium", "repvit_m1_1", "repvit_m2", "mobilenetv4_large", "repvit_m3",
+             "repvit_m1_5", "mobilenetv4_hybrid_large", "repvit_m2_3")
+BACKBONE = "mobilenetv2"  # the --backbone of sweeps before the per-task one
+
+
+def backbone_for(version_index: int, arch: str) -> str:
+    """One backbone per family and release, rotating through the catalogue."""
+    return BACKBONES[(version_index + list(TASKS).index(arch) * 3) % len(BACKBONES)]
 
 
 def vkey(v: str):
@@ -165,6 +187,8 @@ from ultralytics.nn import tasks
 out = {}
 for arch, rel, cls in jobs:
     try:
+        if not hasattr(tasks, cls):
+            raise RuntimeError(f"this release's tasks.py has no {cls}")
         d = yaml.safe_load(open(f"{root}/{rel}", encoding="utf-8"))
         if d.get("scales"):
             d["scale"] = "n" if "n" in d["scales"] else next(iter(d["scales"]))
@@ -173,14 +197,22 @@ for arch, rel, cls in jobs:
         with torch.no_grad():
             for h, w in ((640, 640), (480, 640)):
                 y = model(torch.zeros(1, 3, h, w))
-                y = y[0] if isinstance(y, (list, tuple)) else y
+                while isinstance(y, (list, tuple)):
+                    y = y[0]
+                if isinstance(y, dict):
+                    y = next(iter(y.values()))
                 shapes[f"{w}x{h}"] = list(y.shape)
         out[arch] = {"ok": True, "params": sum(p.numel() for p in model.parameters()), "forward": shapes}
     except Exception as e:
         out[arch] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:400]}
 print("@@SWEEP@@" + json.dumps(out))
 """
-MODEL = {"yolov8": "DetectionModel", "yolo11": "DetectionModel", "rtdetr": "RTDETRDetectionModel"}
+
+
+def model_class(arch: str, task: str) -> str:
+    return "RTDETRDetectionModel" if arch == "rtdetr" else MODEL_OF_TASK[task]
+
+
 EXTRA = CACHE / "sweep-extra"
 
 
@@ -220,10 +252,13 @@ def build_and_forward(run: Runner, root: Path, jobs) -> Dict[str, Dict]:
     return {a: {"ok": False, "error": f"the build process died: {tail}"} for a, _, _ in jobs}
 
 
-def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
-    """apply every arch (stacked) -> build and forward each -> revert, on the release's pristine sources."""
+def sweep_version(run: Runner, version: str, work: Path, archs, index: int = 0) -> Dict:
+    """apply every (family, task) (stacked) -> build and forward each -> revert, on the release's pristine sources.
+
+    row["archs"][arch][task] is one result; row["backbones"][arch] the backbone that family used in this release.
+    """
     t0 = time.perf_counter()
-    row: Dict = {"version": version, "archs": {}}
+    row: Dict = {"version": version, "archs": {}, "backbones": {}}
     try:
         whl = wheel(version, run.python)
     except (subprocess.SubprocessError, FileNotFoundError, OSError) as e:
@@ -238,28 +273,38 @@ def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
     pristine = digest(root)
     jobs = []
     for arch in archs:
-        res: Dict = {"arch": arch}
-        row["archs"][arch] = res
-        before = digest(root)
-        proc = run.mbpatch("apply", "--repo", root, "--backbone", BACKBONE, "--arch", arch, "--no-verify", "--json")
-        doc = _json(proc)
-        if proc.returncode == 2:
-            touched = changed(before, digest(root))
-            res.update(result="refused" if not touched else "FAIL", reason=doc.get("error", ""), step=doc.get("step"))
-            if touched:
-                res["reason"] = f"refused but changed {', '.join(touched[:5])}: {res['reason']}"
-            elif "has no stock" in res["reason"] and not any(root.rglob("yolov8*.yaml")):
-                res["note"] = "this release's wheel ships no model yaml files at all"
-            continue
-        if proc.returncode != 0:
-            res.update(result="FAIL", reason=f"apply exit {proc.returncode}: {doc.get('error', '')}")
-            continue
-        yamls = [c for c in doc.get("changed", []) if c.endswith(".yaml")]
-        if len(yamls) != 1:
-            res.update(result="FAIL", reason=f"apply wrote {len(yamls)} model yaml files: {yamls}")
-            continue
-        res["yaml"] = yamls[0]
-        jobs.append((arch, yamls[0], MODEL[arch]))
+        bb = row["backbones"][arch] = backbone_for(index, arch)
+        row["archs"][arch] = {}
+        family_refused = None
+        for task in TASKS[arch]:
+            res: Dict = {"arch": arch, "task": task}
+            row["archs"][arch][task] = res
+            if family_refused:
+                res.update(result="refused", reason=family_refused, step="arch")
+                continue
+            before = digest(root)
+            proc = run.mbpatch("apply", "--repo", root, "--backbone", bb, "--arch", arch, "--task", task,
+                               "--no-verify", "--json")
+            doc = _json(proc)
+            if proc.returncode == 2:
+                touched = changed(before, digest(root))
+                res.update(result="refused" if not touched else "FAIL", reason=doc.get("error", ""), step=doc.get("step"))
+                if touched:
+                    res["reason"] = f"refused but changed {', '.join(touched[:5])}: {res['reason']}"
+                elif "has no stock" in res["reason"] and not any(root.rglob("*.yaml")):
+                    res["note"] = "this release's wheel ships no model yaml files at all"
+                if not touched and doc.get("step") == "arch":
+                    family_refused = res["reason"]
+                continue
+            if proc.returncode != 0:
+                res.update(result="FAIL", reason=f"apply exit {proc.returncode}: {doc.get('error', '')}")
+                continue
+            yamls = [c for c in doc.get("changed", []) if c.endswith(".yaml")]
+            if len(yamls) != 1:
+                res.update(result="FAIL", reason=f"apply wrote {len(yamls)} model yaml files: {yamls}")
+                continue
+            res["yaml"] = yamls[0]
+            jobs.append((f"{arch}/{task}", yamls[0], model_class(arch, task)))
     if jobs:
         built = build_and_forward(run, root, jobs)
         dist = next((declared_dependency(whl, b.get("error", "")) for b in built.values() if not b.get("ok")), None)
@@ -268,21 +313,25 @@ def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
                            capture_output=True, timeout=600)
             row["extra"] = dist
             built = build_and_forward(run, root, jobs)
-        for arch, _, _ in jobs:
-            b = built.get(arch, {"ok": False, "error": "no result"})
+        for key, _, _ in jobs:
+            arch, task = key.split("/")
+            b = built.get(key, {"ok": False, "error": "no result"})
+            res = row["archs"][arch][task]
             if b["ok"]:
-                row["archs"][arch].update(result="pass", params=b["params"], forward=b["forward"])
+                res.update(result="pass", params=b["params"], forward=b["forward"])
                 if row.get("extra"):
-                    row["archs"][arch]["note"] = f"with {row['extra']}, which this release requires"
+                    res["note"] = f"with {row['extra']}, which this release requires"
             else:
-                row["archs"][arch].update(result="FAIL", reason=f"build/forward: {b['error']}")
+                res.update(result="FAIL", reason=f"build/forward: {b['error']}")
     rev = run.mbpatch("revert", "--repo", root, "--json")
     left = changed(pristine, digest(root))
     row["revert_identical"] = not left
     if rev.returncode != 0 or left:
-        for arch, _, _ in jobs:
-            row["archs"][arch].update(result="FAIL", reason=(row["archs"][arch].get("reason", "") + f" revert exit "
-                                      f"{rev.returncode}, {len(left)} file(s) differ: {', '.join(left[:5])}").strip())
+        for key, _, _ in jobs:
+            arch, task = key.split("/")
+            res = row["archs"][arch][task]
+            res.update(result="FAIL", reason=(res.get("reason", "") + f" revert exit "
+                                              f"{rev.returncode}, {len(left)} file(s) differ: {', '.join(left[:5])}").strip())
     shutil.rmtree(root, ignore_errors=True)
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
@@ -291,17 +340,36 @@ def sweep_version(run: Runner, version: str, work: Path, archs) -> Dict:
 # --- the table ---------------------------------------------------------------------------------------------
 
 
-def _cell(r: Optional[Dict]) -> str:
-    if not r:
-        return "-"
-    if r["result"] == "pass":
-        g = f", {r['gflops']:.1f} GFLOPs" if r.get("gflops") else ""
-        note = f"; {r['note']}" if r.get("note") else ""
-        return f"pass ({r['params'] / 1e6:.2f} M params{g}{note})"
+def _reason(r: Dict) -> str:
     reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")
     reason = re.sub(r"^/\S+: ", "", reason)  # the checkout path is a temp folder
     note = f" ({r['note']})" if r.get("note") else ""
-    return f"**{r['result']}**: {reason[:220]}{note}"
+    return reason[:220] + note
+
+
+def _cell(results: Optional[Dict], backbone: str = "") -> str:
+    """One family in one release: its tasks that passed (patched parameters), were refused, or FAILED."""
+    if not results:
+        return "-"
+    rs = list(results.values())
+    if all(r["result"] == "refused" for r in rs) and len({r.get("reason") for r in rs}) == 1:
+        return f"**refused**: {_reason(rs[0])}"
+    parts = []
+    passed = [r for r in rs if r["result"] == "pass"]
+    if passed:
+        note = f"; {passed[0]['note']}" if passed[0].get("note") else ""
+        parts.append(f"{backbone + ': ' if backbone else ''}pass " +
+                     ", ".join(f"{r['task']} {r['params'] / 1e6:.2f} M" for r in passed) + note)
+    for r in rs:
+        if r["result"] == "refused":
+            m = re.search(r"arrived in ([\d.]+)", r.get("reason") or "")
+            parts.append(f"refused {r['task']}" + (f" (arrived in {m.group(1)})" if m else f": {_reason(r)}"))
+        elif r["result"] != "pass":
+            parts.append(f"**{r['result']}** {r['task']}: {_reason(r)}")
+    return "; ".join(parts)
+
+
+EARLIER = "## Earlier sweeps"
 
 
 def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool, how: str, marks=frozenset()) -> None:
@@ -309,27 +377,30 @@ def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool, h
     counts: Dict[str, Dict[str, int]] = {a: {} for a in archs}
     for r in rows:
         for a in archs:
-            res = r["archs"].get(a, {}).get("result")
-            if res:
-                counts[a][res] = counts[a].get(res, 0) + 1
+            for res in r["archs"].get(a, {}).values():
+                counts[a][res["result"]] = counts[a].get(res["result"], 0) + 1
     lines = [
         "# Compatibility: Ultralytics releases",
         "",
         f"Swept on {env['date']} with `scripts/sweep.py` ({'complete' if complete else 'INCOMPLETE: interrupted, re-run with --resume'}):",
         f"{len(rows)} releases from {rows[0]['version'] if rows else '-'} to {rows[-1]['version'] if rows else '-'}: {how}",
         "",
-        f"Per release, on the release's own sources (the `ultralytics/` folder of its wheel) with `--backbone {BACKBONE}`: "
-        f"`mbpatch apply --no-verify` for each arch ({', '.join(archs)}, stacked), then each patched model is built from "
-        "its generated yaml with the checkout first on `sys.path` and run forward in eval mode at 640x640 and 640x480, "
-        "then `mbpatch revert` and a sha256 comparison of every file with the wheel's.",
+        "Per release, on the release's own sources (the `ultralytics/` folder of its wheel): `mbpatch apply --no-verify "
+        "--arch A --task T` for every family A and each of its tasks T (all stacked), with one backbone per family "
+        "rotating through the catalogue from release to release; then each patched model is built from its generated "
+        "yaml with the task's model class, the checkout first on `sys.path`, and run forward in eval mode at 640x640 "
+        "and 640x480; then `mbpatch revert` and a sha256 comparison of every file with the wheel's.",
         "",
-        "- **pass**: applied, built, ran forward at both sizes, and reverted to identical bytes (patched parameters shown).",
-        "- **refused**: apply said no up front with the reason shown (exit 2) and changed no byte.",
+        "- **pass**: applied, built, ran forward at both sizes, and reverted to identical bytes (the backbone, then "
+        "the patched parameters of each task).",
+        "- **refused**: apply said no up front with the reason shown (exit 2) and changed no byte (a task: the "
+        "release it arrived in).",
         "- **FAIL**: anything else (none is expected).",
         "",
         f"Environment: Python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, mbpatch {env['mbpatch']}.",
         "",
-        "Totals: " + "; ".join(f"{a}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items())) for a, c in counts.items()),
+        "Totals (family x task results): " + "; ".join(
+            f"{a}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items())) for a, c in counts.items()),
         "",
         "A release marked † is one of the structural breakpoints of `shared/ref/ultralytics-versions.md` (the first "
         "release of a change, or the one before it).",
@@ -342,9 +413,15 @@ def write_table(rows: List[Dict], out: Path, archs, env: Dict, complete: bool, h
         if r.get("skipped"):
             lines.append(f"| {name} | " + " | ".join([r["skipped"]] * len(archs)) + " |")
             continue
-        lines.append(f"| {name} | " + " | ".join(_cell(r["archs"].get(a)) for a in archs) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(r["archs"].get(a), r.get("backbones", {}).get(a, ""))
+                                               for a in archs) + " |")
+    earlier = ""
+    if out.is_file():  # tables of earlier sweeps (other columns) are kept below the new one
+        old = out.read_text(encoding="utf-8")
+        if EARLIER in old:
+            earlier = "\n" + old[old.index(EARLIER):].rstrip("\n") + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.write_text("\n".join(lines) + "\n" + earlier, encoding="utf-8")
 
 
 def environment(python: str) -> Dict:
@@ -387,10 +464,11 @@ def main(argv=None) -> int:
             versions, how = every, f"every release on the package index from 8.0.0 ({len(every)})."
         else:
             picked = set(spread(every, args.sample))
-            versions = sorted(picked | (marks & set(every)), key=vkey)
+            versions = sorted(picked | (marks & set(every)) | (set(ARRIVALS) & set(every)), key=vkey)
             how = (f"{len(picked)} spread evenly over all {len(every)} releases from {every[0]} to {every[-1]}, plus every "
                    f"structural breakpoint release of `shared/ref/ultralytics-versions.md` and the release before each "
-                   f"({len(marks & set(every))}; 8.0.7-8.0.34 were never published).")
+                   f"({len(marks & set(every))}; 8.0.7-8.0.34 were never published), plus the first release of each "
+                   "family and task and the one before it.")
     redo = {v.strip() for v in args.redo.split(",") if v.strip()}
     state: Dict[str, Dict] = {r["version"]: r for r in saved.get("rows", []) if r["version"] not in redo}
     if args.table_only:
@@ -401,14 +479,16 @@ def main(argv=None) -> int:
     env = environment(args.python)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed sweep still removes its temp folder
     run = Runner(args.python, offline=not args.online, timeout=args.timeout)
-    print(f"sweeping {len(versions)} releases x {len(archs)} archs (network isolated: {bool(run.prefix)})", flush=True)
+    print(f"sweeping {len(versions)} releases x {len(archs)} families, every task (network isolated: {bool(run.prefix)})",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="mbpatch-sweep-") as tmp:
         for k, v in enumerate(versions, 1):
             if v in state and not state[v].get("skipped"):
                 continue
-            row = sweep_version(run, v, Path(tmp), archs)
+            row = sweep_version(run, v, Path(tmp), archs, versions.index(v))
             state[v] = row
-            cells = "  ".join(f"{a}={row['archs'].get(a, {}).get('result', row.get('skipped'))}" for a in archs)
+            cells = "  ".join(f"{a}=" + (",".join(f"{t}:{r['result']}" for t, r in row["archs"].get(a, {}).items())
+                                        or str(row.get("skipped"))) for a in archs)
             print(f"[{k}/{len(versions)}] {v}  {cells}", flush=True)
             rows = [state[x] for x in versions if x in state]
             state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -416,7 +496,8 @@ def main(argv=None) -> int:
                                              indent=1))
             write_table(rows, Path(args.out), archs, env, len(rows) == len(versions), how, marks)
     rows = [state[x] for x in versions if x in state]
-    failures = [(r["version"], a) for r in rows for a, c in r["archs"].items() if c["result"] == "FAIL"]
+    failures = [(r["version"], a, t) for r in rows for a, ts in r["archs"].items() for t, c in ts.items()
+                if c["result"] == "FAIL"]
     print(f"wrote {args.out}: {len(rows)} releases, {len(failures)} failure(s)" + (f": {failures}" if failures else ""))
     return 1 if failures else 0
 

@@ -27,4 +27,4 @@ RECIPES = [
     Fuse(),
     ModelYaml(),
 ]
-ARCHS = ("rtdetr", "yolov8", "yolo11")
+ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26")  # families.py: the tasks of each, and since when

@@ -1,7 +1,9 @@
 """model_yaml — write the model yaml with the backbone at layer 0 (tutorial step "write a model yaml").
 
 Target (new file): `models/yolov5<scale>-<backbone id>.yaml` beside the stock `models/yolov5<scale>.yaml`
-(`yolov5/models/...` in the PyPI package), e.g. `models/yolov5n-repvit_m1.yaml`.
+(`yolov5/models/...` in the PyPI package), e.g. `models/yolov5n-repvit_m1.yaml`; with `--task segment` (v7.0 and
+master, PyPI 6.2) `models/segment/yolov5<scale>-seg-<backbone id>.yaml` beside the stock `-seg` yaml, whose head ends in
+`Segment [nc, anchors, 32, 256]` and is built with the checkout's `SegmentationModel`.
 
 Contents: the stock file's `nc` (or `--nc`), depth and width multiples and anchors; the backbone as layer 0
 (it fills slots 0-4: strides 4/8/16/32 in slots 1-4), then the stock SPPF at 5, then the stock head of the
@@ -31,20 +33,30 @@ from .yamls import load_stock, parameters, reindex, row_text, section
 SLOTS = {4: 1, 8: 2, 16: 3, 32: 4}  # stride -> slot of the backbone's map
 
 
+TASKS = ("detect", "segment")  # segment: models/segment/yolov5<scale>-seg.yaml, from v7.0
+
+
+def _stem(ctx: Context, scale: str) -> str:
+    if getattr(ctx, "task", "detect") == "segment":
+        return f"segment/yolov5{scale}-seg"
+    return f"yolov5{scale}"
+
+
 def stock_path(ctx: Context, scale: str) -> str:
-    return f"{ctx.checkout.files['models_dir']}/yolov5{scale}.yaml"
+    return f"{ctx.checkout.files['models_dir']}/{_stem(ctx, scale)}.yaml"
 
 
 def out_path(ctx: Context) -> str:
-    return f"{ctx.checkout.files['models_dir']}/yolov5{ctx.scale}-{ctx.backbone.id}.yaml"
+    return f"{ctx.checkout.files['models_dir']}/{_stem(ctx, ctx.scale)}-{ctx.backbone.id}.yaml"
 
 
 def render(ctx: Context, stock_text: str, stock: str) -> str:
     d = load_stock(stock_text, stock)
     tail, head_rows = reindex(d, stock, SLOTS, 5)
     name = stock.rsplit("/", 1)[-1]
+    what = "-seg" if getattr(ctx, "task", "detect") == "segment" else ""
     out = [
-        f"{MARK} YOLOv5{ctx.scale} with the {ctx.backbone.id} backbone, generated from {name} (its head, re-indexed).",
+        f"{MARK} YOLOv5{ctx.scale}{what} with the {ctx.backbone.id} backbone, generated from {name} (its head, re-indexed).",
         f"{MARK} The backbone is layer 0 and fills slots 0-4 (slot 0 empty, strides 4/8/16/32 in 1-4);",
         f"{MARK} later layers are numbered i + 4, as the patched parse_model stores them.",
         "",
