@@ -1,37 +1,30 @@
-"""The generated datasets of every task train the STOCK task models of Ultralytics 8.4.190 for one epoch.
+"""Every task trains: `mbpatch apply --arch F --task T` then `mbpatch verify --train` on Ultralytics 8.4.190.
 
-This proves the generator (patcher/datasets.py) and the train / reload steps (patcher/train.py) for segment,
-pose, obb and classify before patched task yamls exist: the model is built from the release's own yaml
-(`yolov8n-seg.yaml`, no weights), trained with the checkout's trainer, validated, and best.pt reloaded in a
-new process. The label files are checked against the drawn shapes first.
+For each task (detect, segment, pose, obb, classify) a family and a backbone in rotation: the patched model is
+built by the checkout's own trainer, trained one epoch on the generated dataset of its task (boxes, polygons,
+keypoints, rotated boxes, class folders: patcher/datasets.py), validated, and best.pt reloaded in a new
+process; the checkpoint holds the patched network; nothing is written into the checkout; revert is byte-exact.
+The label files are checked against the drawn shapes first.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tree_digest, unpacked
+from conftest import run_cli, tree_digest, unpacked
 from mbpatch import datasets
-from mbpatch.train import task_of_yaml, train_check
-from mbpatch.verify import Target
 
-STOCK = {"segment": "v8/yolov8-seg.yaml", "pose": "v8/yolov8-pose.yaml", "obb": "v8/yolov8-obb.yaml",
-         "classify": "v8/yolov8-cls.yaml"}
-METRIC = {"segment": "metrics/mAP50(M)", "pose": "metrics/mAP50(P)", "obb": "metrics/mAP50(B)",
+METRIC = {"detect": "metrics/mAP50(B)", "segment": "metrics/mAP50(M)", "pose": "metrics/mAP50(P)", "obb": "metrics/mAP50(B)",
           "classify": "metrics/accuracy_top1"}
-
-
-@pytest.fixture(scope="module")
-def u84(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tasks") / "ultralytics-8.4.190"
-    shutil.copytree(unpacked("ultralytics", "8.4.190", "ultralytics"), root)
-    return root
 
 
 def test_labels_match_the_drawn_shapes(tmp_path):
@@ -63,16 +56,49 @@ def test_labels_match_the_drawn_shapes(tmp_path):
     assert sorted(p.name for p in (folder / "train").iterdir()) == sorted(datasets.NAMES)
 
 
-@pytest.mark.parametrize("task", ["segment", "pose", "obb", "classify"])
-def test_stock_task_model_trains_on_its_generated_dataset(u84, tmp_path, task):
-    stock = u84 / "ultralytics" / "cfg" / "models" / STOCK[task]
-    assert task_of_yaml(stock) == task
-    target = Target(u84, "ultralytics", "", stock, stock, True, "n", 80)
-    before = tree_digest(u84)
-    doc = train_check(target, "yolov8", task, imgsz=64, epochs=1, batch=8, work=str(tmp_path))
+# One family per task, rotating, and a different backbone each (issue 9): the patched model of that family and
+# task trains one epoch on the generated dataset of its task, validates, and its best.pt reloads in a new process.
+PATCHED = [("detect", "yolo26", "mobilenetv4_small"), ("segment", "yolo26", "repvit_m0_9"),
+           ("pose", "yolo11", "mobilenetv2"), ("obb", "yolo12", "mobilenetv4_small"), ("classify", "yolov8", "repvit_m1_0")]
+HEAD = {"detect": "Detect", "segment": "Segment", "pose": "Pose", "obb": "OBB", "classify": "Classify"}
+
+
+@pytest.mark.parametrize("task,arch,backbone", PATCHED)
+def test_patched_task_model_trains_on_its_generated_dataset(tmp_path, task, arch, backbone):
+    root = tmp_path / "ultralytics-8.4.190"
+    shutil.copytree(unpacked("ultralytics", "8.4.190", "ultralytics"), root)
+    pristine = tree_digest(root)
+    applied = run_cli("apply", "--repo", root, "--backbone", backbone, "--arch", arch, "--task", task,
+                      "--no-verify", "--json", check=0)
+    yamls = [c for c in json.loads(applied.stdout)["changed"] if c.endswith(".yaml")]
+    assert len(yamls) == 1, yamls
+    patched = tree_digest(root)
+    proc = run_cli("verify", "--repo", root, "--train", "--imgsz", "64", "--json", "--work", tmp_path / "work")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"], proc.stdout[-4000:] + proc.stderr[-2000:]
     tr = doc["train"]
-    print(f"{task}: train {tr.get('train_s', 0):.1f} s, wall {doc['wall_s']:.1f} s")
-    assert doc["ok"], json.dumps(doc, default=str)[-4000:]
-    assert tr["loss_finite"] and METRIC[task] in tr["metrics"], tr["metrics"]
-    assert doc["reload"]["output_finite"]
-    assert tree_digest(u84) == before
+    assert tr["task"] == task
+    assert tr["train"]["loss_finite"] and METRIC[task] in tr["train"]["metrics"], tr["train"]["metrics"]
+    assert tr["reload"]["ok"] and tr["reload"]["output_finite"], tr["reload"]
+    # the trained checkpoint holds the patched network: the backbone at layer 0, the task's own head last
+    ckpt = tr["train"]["best"]
+    probe = subprocess.run([sys.executable, "-c", CKPT_LAYERS, str(root), ckpt], capture_output=True, text=True,
+                           cwd=root, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    first, last = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert first not in ("Conv", "HGStem"), first
+    assert last.startswith(HEAD[task]) or (task == "detect" and last.startswith("Detect")), last
+    assert tree_digest(root) == patched  # training wrote nothing into the checkout
+    run_cli("revert", "--repo", root, check=0)
+    assert tree_digest(root) == pristine
+
+
+CKPT_LAYERS = r"""
+import json, sys, os
+os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+sys.path.insert(0, sys.argv[1])
+import torch
+ckpt = torch.load(sys.argv[2], map_location="cpu", weights_only=False)
+layers = ckpt["model"].model
+print(json.dumps([type(layers[0]).__name__, type(layers[-1]).__name__]))
+"""
