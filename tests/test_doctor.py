@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 
 from conftest import REPO, run_cli, tree_digest
@@ -89,7 +90,10 @@ def test_patched_checkout_shadowed_by_installed_copy(ultralytics_checkout, tmp_p
         assert shadow["verdict"] == "warn" and "fails outside the checkout" in shadow["detail"]
     # with the checkout on the path, nothing is wrong
     doc = doctor_json(root, env={"PYTHONPATH": str(root)})
-    assert doc["exit"] == 0, doc["problems"]
+    # ... but training: this release's validation calls np.trapz, which numpy >= 2.4 no longer has
+    trapz_gone = not hasattr(numpy, "trapz")
+    assert [p for p in doc["problems"] if not (trapz_gone and p.startswith("training: numpy.trapz"))] == []
+    assert doc["exit"] == (1 if trapz_gone else 0), doc["problems"]
     assert check(doc, "checkout import")["verdict"] == "ok"
 
 
