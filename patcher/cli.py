@@ -423,10 +423,10 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
 
 
 def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str, str]:
-    """(arch, task) of a yaml given with --model (recipes/ultralytics/families.py reads it)."""
+    """(arch, task) of a yaml given with --model (recipes/families.py reads it)."""
     import yaml
 
-    from .recipes.ultralytics.families import arch_and_task_of
+    from .recipes.families import arch_and_task_of
 
     path = Path(model_yaml) if model_yaml else None
     try:
@@ -448,7 +448,7 @@ def list_(size_arch, python, as_json):
     backbones = [dict(id=b.id, names=list(b.names), channels=list(b.channels), available=b.id in AVAILABLE)
                  for b in CATALOG.values()]
     recipes, archs = recipes_and_archs()
-    from .recipes.ultralytics.families import FAMILIES
+    from .recipes.families import FAMILIES
 
     tasks = {a: {t: f"from {v}" for t, v in FAMILIES[a].tasks.items()} for a in archs["ultralytics"]}
     tasks["yolov5"] = {"detect": "from v6.0", "segment": "from v7.0, PyPI 6.2"}

@@ -30,7 +30,7 @@ from .checkout import Checkout, detect
 from .engine import LOCK_NAME, holder, plan_revert
 from .journal import DIR, TMP_SUFFIX, Journal, sha256
 from .recipes import ALREADY, APPLIED, NOT_NEEDED, Context, RecipeError
-from .recipes.ultralytics.families import arch_and_task_of
+from .recipes.families import arch_and_task_of
 from .templates import AVAILABLE, CATALOG, lookup
 
 CHILD = Path(__file__).with_name("doctor_child.py")

@@ -62,7 +62,7 @@ BREAKPOINTS = """
 # the first release of each family and task (families.py) and the release before it: always swept by default
 ARRIVALS = "8.0.0 8.0.65 8.0.66 8.0.110 8.0.111 8.0.234 8.0.235 8.3.0 8.3.77 8.3.78 8.3.253 8.4.0 8.4.51 8.4.52 8.4.103 8.4.104".split()
 ARCHS = ("yolov8", "yolo11", "yolo12", "yolo26", "rtdetr")
-# the tasks of each family (mbpatch's recipes/ultralytics/families.py; repeated so the script runs without mbpatch)
+# the tasks of each family (mbpatch's recipes/families.py; repeated so the script runs without mbpatch)
 TASKS = {"yolov8": ("detect", "segment", "pose", "obb", "classify"),
          "yolo11": ("detect", "segment", "pose", "obb", "classify"),
          "yolo12": ("detect", "segment", "pose", "obb", "classify"),

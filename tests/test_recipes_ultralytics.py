@@ -233,9 +233,17 @@ def test_hand_edited_checkout_builds_with_our_yaml(ultralytics_checkout):
     tasks = repo / "ultralytics/nn/tasks.py"
     tasks.write_text(tutorial_edit(tasks.read_text()).replace(
         "{MobileNetV4ConvSmall}", "{MobileNetV4ConvSmall, mobilenetv4_small, mobilenetv4_conv_small}"))
-    before = tasks.read_bytes()
-    run_cli("apply", "--repo", repo, "--backbone", "mobilenetv4_small", "--arch", "rtdetr", "--no-verify", check=0)
-    assert tasks.read_bytes() == before
+    before = tasks.read_text()
+    doc = json.loads(run_cli("apply", "--repo", repo, "--backbone", "mobilenetv4_small", "--arch", "rtdetr",
+                             "--no-verify", "--json", check=0).stdout)
+    status = {s["recipe"]: s["status"] for s in doc["steps"]}
+    for step in ("register", "channel_index", "predict_once", "rtdetr_predict"):
+        assert status[step] == "already applied", (step, status)
+    # the tutorial's edit is kept as it is: the one change to tasks.py is the fuse step's added loop (not a
+    # tutorial step), lines added and none removed
+    added = [l for l in difflib.ndiff(before.splitlines(), tasks.read_text().splitlines()) if l[:2] in ("+ ", "- ")]
+    assert added and all(l.startswith("+ ") for l in added), added
+    assert any("reparameterize()" in l for l in added) and len(added) <= 3, added
     snapshot = tree_digest(repo)
     run_cli("apply", "--repo", repo, "--backbone", "mobilenetv4_small", "--arch", "rtdetr", "--no-verify", check=0)
     assert tree_digest(repo) == snapshot

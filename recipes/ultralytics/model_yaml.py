@@ -40,7 +40,7 @@ import yaml
 from .. import ALREADY, APPLIED, Context, Outcome, Recipe, RecipeError
 from ..build_plan import BuildPlan, PlanError
 from ..cst_anchors import MARK
-from .families import FAMILIES, POST_STAGE, RTDETR_SCALES, SUFFIX, TASKS, model_class, rtdetr_scale
+from ..families import FAMILIES, POST_STAGE, RTDETR_SCALES, SUFFIX, TASKS, model_class, rtdetr_scale
 
 LIGHT_OUT = "rtdetr-light-{id}.yaml"
 SLOT = {4: 1, 8: 2, 16: 3, 32: 4}  # stride of a backbone map -> its slot
