@@ -400,9 +400,7 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
 
 def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch, task, work) -> int:
     """verify --train / --export: the checkout's own trainer and exporter (patcher/train.py)."""
-    from .train import export_check, train_check
-
-    from .train import task_of_yaml
+    from .train import export_check, task_of_yaml, train_check
 
     target = verify_target(ctx)
     if model_yaml:

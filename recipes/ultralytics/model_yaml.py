@@ -38,6 +38,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from .. import ALREADY, APPLIED, Context, Outcome, Recipe, RecipeError
+from ..backbone_stages import last_row_per_stride
 from ..build_plan import BuildPlan, PlanError
 from ..cst_anchors import MARK
 from ..families import FAMILIES, POST_STAGE, RTDETR_SCALES, SUFFIX, TASKS, model_class, rtdetr_scale
@@ -195,17 +196,11 @@ def row_stride(row) -> int:
 
 def stages(backbone: List, path: str) -> Tuple[Dict[int, int], List[int]]:
     """({stock row: slot} for the last row of the stride 8/16/32 stages, [trailing non-stage rows: SPPF, C2PSA])."""
-    k_tail = len(backbone)
-    while k_tail > 0 and backbone[k_tail - 1][2] in POST_STAGE:
-        k_tail -= 1
-    stride, last = 1, {}
-    for k, row in enumerate(backbone[:k_tail]):
-        stride *= row_stride(row)
-        last[stride] = k
+    last, tail = last_row_per_stride(backbone, POST_STAGE, row_stride)
     if not all(s in last for s in (8, 16, 32)) or max(last) != 32:
         raise RecipeError(f"{path}: cannot find the stride 8/16/32 stages of the stock backbone (strides seen: "
                           f"{sorted(last)}); was it edited? restore it")
-    return {k: SLOT[s] for s, k in last.items() if s in SLOT}, list(range(k_tail, len(backbone)))
+    return {k: SLOT[s] for s, k in last.items() if s in SLOT}, tail
 
 
 def render(ctx: Context, stock_text: str, stock_path: str) -> str:

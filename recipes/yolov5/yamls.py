@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 import yaml
 
 from .. import RecipeError
+from ..backbone_stages import last_row_per_stride
 from ..ultralytics.model_yaml import remap_from
 
 Row = list  # [from, number, module, args]
@@ -52,16 +53,10 @@ def row_stride(row: Row) -> int:
 
 def backbone_outputs(backbone: Sequence[Row], path: str) -> Tuple[Dict[int, int], List[int]]:
     """({stride: last stock row at that stride}, [stock rows of the tail (SPPF)]) of a stock backbone."""
-    k_tail = len(backbone)
-    while k_tail > 0 and backbone[k_tail - 1][2] in TAIL:
-        k_tail -= 1
-    stride, last = 1, {}
-    for k, row in enumerate(backbone[:k_tail]):
-        stride *= row_stride(row)
-        last[stride] = k
+    last, tail = last_row_per_stride(backbone, TAIL, row_stride)
     if not all(s in last for s in (8, 16, 32)):
         raise RecipeError(f"{path}: cannot find the stride 8/16/32 stages of the stock backbone; restore the file")
-    return last, list(range(k_tail, len(backbone)))
+    return last, tail
 
 
 def reindex(d: Dict, path: str, new_for_stride: Dict[int, int], tail_at: int) -> Tuple[List[Tuple[int, Row]], List[Tuple[int, Row]]]:
