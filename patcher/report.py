@@ -228,6 +228,10 @@ def exported(doc: Dict) -> None:
         diff = ex.get("max_abs_diff")
         detail = (f"output {ex.get('onnx_shape')} vs {ex.get('torch_shape')}" if diff is None else
                   f"max |onnx - torch| {diff:.3g} <= {ex.get('atol', 0):.3g} (1e-4 x max(1, max |torch| = {ex.get('ref_max_abs', 0):.3g}))")
+        if diff is not None and "compared" in ex:  # a top-k head: rows compared as a set of detections
+            detail = (f"same detections in any order: {ex['matched']} of {ex['compared']} matched "
+                      f"({ex['at_boundary']} tied at the k-th score not compared); {detail}; "
+                      f"sorted scores differ by {ex['score_max_diff']:.3g} <= {ex['score_atol']:.3g}")
         t.add_row("onnxruntime = PyTorch", _yes(ex.get("equal")), escape(detail))
     t.add_row("wall time", "", f"{doc.get('wall_s', 0):.1f} s")
     console.print(t)

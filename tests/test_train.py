@@ -112,6 +112,12 @@ def test_train_and_export_rtdetr_repvit_on_8_4_190(u84, tmp_path):
     # batch x queries (at most 300) x (4 box + class scores)
     shape = ex["export"]["onnx_shape"]
     assert shape == ex["export"]["torch_shape"] and shape[0] == 1 and shape[1] <= 300 and shape[2] > 4
+    # rows are a top-k selection: compared as a set, the rows tied at the k-th score left out
+    e = ex["export"]
+    print(f"RT-DETR export: {e['matched']}/{e['compared']} detections matched, {e['at_boundary']} at the top-k "
+          f"boundary, box diff {e['max_abs_diff']:.3g}, score diff {e['score_max_diff']:.3g}")
+    assert e["compared"] >= shape[1] // 2 and e["matched"] == e["compared"]
+    assert e["compared"] + e["at_boundary"] == shape[1]
     assert tree_digest(u84) == before
     run_cli("revert", "--repo", u84, check=0)
 
