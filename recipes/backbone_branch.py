@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Iterator, List, Sequence, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from . import cst_match as m
 
 from . import RecipeError
 from .cst_anchors import MARK, find_index, is_assign_to, module_function, parse_model_loop, replace_within, stmt
@@ -75,7 +75,7 @@ def add_names(chain: cst.If, branch: cst.If, names: List[str]) -> cst.If:
     elems = [e.with_changes(comma=cst.MaybeSentinel.DEFAULT) for e in coll.elements]
     elems += [cst.Element(cst.Name(n)) for n in names]
     new_test = branch.test.with_changes(comparisons=[branch.test.comparisons[0].with_changes(comparator=cst.Set(elements=elems))])
-    return chain.deep_replace(branch.test, new_test)
+    return m.replace_node(chain, branch.test, new_test)
 
 
 def state(module: cst.Module) -> dict:

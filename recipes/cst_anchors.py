@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from . import cst_match as m
 
 from . import RecipeError
 
@@ -86,7 +86,7 @@ def top_level_if(body: Sequence[cst.CSTNode], test: m.BaseMatcherNode) -> List[c
 
 def replace_within(module: cst.Module, top: cst.CSTNode, old: cst.CSTNode, new: cst.CSTNode) -> cst.Module:
     """Replace `old` (found inside the top-level statement `top`) without re-cloning the whole module."""
-    new_top = new if top is old else top.deep_replace(old, new)
+    new_top = m.replace_node(top, old, new)
     return module.with_changes(body=tuple(new_top if s is top else s for s in module.body))
 
 

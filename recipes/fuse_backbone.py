@@ -30,7 +30,7 @@ import ast
 from typing import Optional, Sequence, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from . import cst_match as m
 
 from . import ALREADY, APPLIED, NOT_NEEDED, RecipeError
 from .cst_anchors import MARK, class_def, methods, stmt
@@ -106,4 +106,4 @@ def add_fuse_hook(module: cst.Module, owners: Sequence[str]) -> Tuple[cst.Module
             f"{owner}.fuse() has no `for m in self.model.modules():` loop to put the backbone's fold before; "
             "restore it or edit by hand"
         )
-    return module.deep_replace(fn, new), APPLIED, f"{owner}.fuse() also folds the backbone ({HOOK}())"
+    return m.replace_node(module, fn, new), APPLIED, f"{owner}.fuse() also folds the backbone ({HOOK}())"

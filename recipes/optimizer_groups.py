@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import libcst as cst
-import libcst.matchers as m
+from . import cst_match as m
 
 from . import ALREADY, APPLIED, NOT_NEEDED, Outcome, RecipeError, Sources, parse
 from .cst_anchors import MARK, code_of, stmt

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from . import cst_match as m
 
 from . import ALREADY, APPLIED, NOT_NEEDED, RecipeError
 from .cst_anchors import MARK, class_def, methods, stmt
@@ -96,4 +96,4 @@ def protect_stride_probe(module: cst.Module, owners: Sequence[str]) -> Tuple[cst
         return module, ALREADY, f"{owner}.__init__ probes the stride in eval mode"
     if wrap.state == NOT_NEEDED:
         return module, NOT_NEEDED, f"{owner}.__init__ of this release probes the stride in eval mode"
-    return module.deep_replace(init, new), APPLIED, f"{owner}.__init__ probes the stride in eval mode"
+    return m.replace_node(module, init, new), APPLIED, f"{owner}.__init__ probes the stride in eval mode"

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import List, Mapping, Optional, Sequence
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, Context, Outcome, Recipe, RecipeError
 from ..cst_anchors import MARK
@@ -77,7 +77,7 @@ def set_default_weights(init: cst.Module, cls: str, path: str) -> str:
             old = s.body[0].value
             if isinstance(old, cst.SimpleString) and old.evaluated_value == path:
                 return init.code
-            return init.deep_replace(old, value).code
+            return m.replace_node(init, old, value).code
     line = f"{cls}.default_weights = {value.value}  {MARK} --weights: a timm checkpoint loaded at every build\n"
     code = init.code
     return code + ("" if code.endswith("\n") or not code else "\n") + line

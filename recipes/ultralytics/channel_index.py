@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import List
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
 from ..cst_anchors import (

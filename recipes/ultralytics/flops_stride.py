@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
 from ..cst_anchors import MARK, module_function, replace_within

@@ -18,7 +18,7 @@ INVALID: build_yolo_dataset(..., rect=mode == "val", stride=gs)
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe
 

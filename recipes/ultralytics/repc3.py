@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
 from ..cst_anchors import class_def, code_of, methods, replace_within
@@ -86,7 +86,7 @@ class RepC3Hidden(ModuleRecipe):
                 raise RecipeError(f"RepC3.{attr} outputs `{code_of(second)}`, expected c2 or c_")
             args = list(call.args)
             args[1] = args[1].with_changes(value=cst.Name("c_"))
-            fixed = fixed.deep_replace(call, call.with_changes(args=args))
+            fixed = m.replace_node(fixed, call, call.with_changes(args=args))
             edits += 1
         if not edits:
             return module, ALREADY, "cv1 and cv2 already output c_"

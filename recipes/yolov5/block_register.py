@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import List
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
 from ..cst_anchors import module_function, parse_model_loop
@@ -84,8 +84,8 @@ class BlockRegister(ModuleRecipe):
         k = chain_start(body)
         branch = channel_scaled_branch(body[k])
         if BLOCK_CLASS not in name_elements(branch.test.comparisons[0].comparator):
-            body[k] = body[k].deep_replace(branch, with_member(branch, BLOCK_CLASS))
-            module = module.deep_replace(loop, loop.with_changes(body=loop.body.with_changes(body=tuple(body))))
+            body[k] = m.replace_node(body[k], branch, with_member(branch, BLOCK_CLASS))
+            module = m.replace_node(module, loop, loop.with_changes(body=loop.body.with_changes(body=tuple(body))))
             done.append(f"{BLOCK_CLASS} in the channel-scaled set")
         if not done:
             return module, ALREADY, f"{BLOCK_CLASS} imported and channel-scaled"

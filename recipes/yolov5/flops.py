@@ -19,7 +19,7 @@ INVALID: stride = max(int(model.stride.max()), 32) if hasattr(model, 'stride') e
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
 from ..cst_anchors import MARK
@@ -49,10 +49,10 @@ class Flops(ModuleRecipe):
             return module, ALREADY, "stride = 640"
         new_fn = fn
         for assign in found:
-            new_fn = new_fn.deep_replace(assign, assign.with_changes(value=cst.Integer("640")))
+            new_fn = m.replace_node(new_fn, assign, assign.with_changes(value=cst.Integer("640")))
         comment = cst.TrailingWhitespace(
             whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK} profile at 640, not the 32x32 stride")
         )
         for line in m.findall(new_fn, m.SimpleStatementLine(body=[_STRIDE])):
-            new_fn = new_fn.deep_replace(line, line.with_changes(trailing_whitespace=comment))
-        return module.deep_replace(fn, new_fn), APPLIED, "stride = 640 in model_info"
+            new_fn = m.replace_node(new_fn, line, line.with_changes(trailing_whitespace=comment))
+        return m.replace_node(module, fn, new_fn), APPLIED, "stride = 640 in model_info"

@@ -30,6 +30,7 @@ from typing import List, Tuple
 import libcst as cst
 
 from .. import ALREADY, APPLIED, Context, ModuleRecipe, RecipeError
+from .. import cst_match as m
 from ..cst_anchors import forward_loop, loop_is_backbone_aware, make_loop_backbone_aware, methods
 from .layout import BACKBONE, not_this_style
 
@@ -68,4 +69,4 @@ class ForwardOnce(ModuleRecipe):
         if loop_is_backbone_aware(loop):
             return module, ALREADY, f"{owner}._forward_once handles backbone lists"
         new = make_loop_backbone_aware(loop)
-        return module.deep_replace(loop, new), APPLIED, f"backbone branch in {owner}._forward_once"
+        return m.replace_node(module, loop, new), APPLIED, f"backbone branch in {owner}._forward_once"
