@@ -14,6 +14,7 @@ Not a test: timings depend on the machine; run it by hand and keep the table.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import statistics
@@ -40,6 +41,10 @@ for path in ({stock!r}, {patched!r}):
 """
 
 
+HEADER = ("# apply / verify timings\n\n`python benchmarks/apply_verify.py`, RT-DETR + mobilenetv4_small; "
+          "newest run first. Goal: `apply --no-verify` median under 1 s on a 2-core machine.")
+
+
 def timed(cmd, **kw) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, **kw)
@@ -53,11 +58,13 @@ def main():
     ap.add_argument("--out", default=str(HERE / "RESULTS-apply.md"))
     args = ap.parse_args()
     mbpatch = [sys.executable, "-m", "mbpatch"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        f"# apply / verify timings ({time.strftime('%Y-%m-%d')})",
+        f"## {time.strftime('%Y-%m-%d')}",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
-        f"`python benchmarks/apply_verify.py --runs {args.runs}`.",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, load average {load:.1f} at the start; "
+        f"`python benchmarks/apply_verify.py --runs {args.runs} --versions {' '.join(args.versions)}`.",
         "",
         "| release | apply --no-verify median (s) | min | max | verify (s) | by hand (s) | ratio |",
         "|---|---|---|---|---|---|---|",
@@ -86,7 +93,11 @@ def main():
         times = [timed(mbpatch + extra) for _ in range(args.runs)]
         lines.append(f"| mbpatch {' '.join(extra)} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} |")
         print(lines[-1], flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    # newest run first; earlier runs stay below it (a machine's history is part of the result)
+    out = Path(args.out)
+    text = out.read_text() if out.is_file() else ""
+    earlier = text[text.index("\n## "):].lstrip("\n") if "\n## " in text else ""
+    out.write_text(HEADER + "\n\n" + "\n".join(lines) + "\n\n" + earlier)
     print(f"written {args.out}")
 
 

@@ -6,6 +6,8 @@ those change between releases (see ../shared/ref/ultralytics-versions.md, "Ancho
 
 from __future__ import annotations
 
+import ast
+import textwrap
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import libcst as cst
@@ -19,6 +21,13 @@ MARK = "# mbpatch:"  # every comment mbpatch writes starts with this, so a reade
 def code_of(node: cst.CSTNode) -> str:
     """The source text of one node (an expression, a dotted name), as the file spells it."""
     return cst.Module([]).code_for_node(node)
+
+
+def as_ast(node: cst.CSTNode) -> ast.AST:
+    """The stdlib `ast` of one libcst statement (a class, a function): a recipe writes its "already applied"
+    test once, for `ast`, and runs it on the file before any libcst parse (precheck, doctor) and on the node
+    its transform holds."""
+    return ast.parse(textwrap.dedent(code_of(node))).body[0]
 
 
 def module_function(module: cst.Module, name: str) -> cst.FunctionDef:

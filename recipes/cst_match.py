@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 if TYPE_CHECKING:  # only in annotations: `m.Tuple` must reach __getattr__, not typing.Tuple
-    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class BaseMatcherNode:

@@ -33,7 +33,7 @@ import libcst as cst
 from . import cst_match as m
 
 from . import ALREADY, APPLIED, NOT_NEEDED, RecipeError
-from .cst_anchors import MARK, class_def, methods, stmt
+from .cst_anchors import MARK, as_ast, class_def, methods, stmt
 
 HOOK = "reparameterize"
 LOOP = f'''\
@@ -44,7 +44,6 @@ for m in list(self.model.modules()):  {MARK} backbones fold themselves too
 
 _SELF_MODEL = m.Attribute(value=m.Name("self"), attr=m.Name("model"))
 _STOCK_LOOP = m.For(target=m.Name("m"), iter=m.Call(func=m.Attribute(value=_SELF_MODEL, attr=m.Name("modules"))))
-_HOOK_CALL = m.Call(func=m.Attribute(attr=m.Name(HOOK)))
 
 
 def _fuse_method(module: cst.Module, owners: Sequence[str]) -> Tuple[Optional[str], Optional[cst.FunctionDef]]:
@@ -76,9 +75,14 @@ class _InsertBefore(cst.CSTTransformer):
         return updated
 
 
+def calls_hook(fn: ast.FunctionDef) -> bool:
+    """The one "already applied" test: the `fuse` method calls `.reparameterize()` somewhere."""
+    return any(isinstance(n, ast.Attribute) and n.attr == HOOK for n in ast.walk(fn))
+
+
 def calls_hook_ast(text: str, owners: Sequence[str]) -> Optional[bool]:
-    """Fast check with the stdlib `ast`: does the first owner's `fuse` call `.reparameterize()`? None: no such
-    method (or a syntax error): let the libcst transform say why."""
+    """`calls_hook` on a file's text with the stdlib `ast` (no libcst parse): None when the first owner with a
+    `fuse` method is missing (or a syntax error): the libcst transform then says why."""
     try:
         tree = ast.parse(text)
     except SyntaxError:
@@ -88,7 +92,7 @@ def calls_hook_ast(text: str, owners: Sequence[str]) -> Optional[bool]:
         body = getattr(classes.get(owner), "body", [])
         fns = [f for f in body if isinstance(f, ast.FunctionDef) and f.name == "fuse"]
         if len(fns) == 1:
-            return any(isinstance(n, ast.Attribute) and n.attr == HOOK for n in ast.walk(fns[0]))
+            return calls_hook(fns[0])
     return None
 
 
@@ -97,7 +101,7 @@ def add_fuse_hook(module: cst.Module, owners: Sequence[str]) -> Tuple[cst.Module
     owner, fn = _fuse_method(module, owners)
     if fn is None:  # a trimmed or rewritten file: nothing here fuses, so there is nothing to extend
         return module, NOT_NEEDED, f"no class {' or '.join(owners)} with a fuse() method in this file"
-    if m.findall(fn, _HOOK_CALL):
+    if calls_hook(as_ast(fn)):
         return module, ALREADY, f"{owner}.fuse() lets the backbone fold itself"
     insert = _InsertBefore()
     new = fn.visit(insert)

@@ -174,3 +174,14 @@ def test_train_yolov5_master_layout(tmp_path):
     doc = verify_train(root, tmp_path / "work")
     check_trained(doc, root, tmp_path / "work", "RepViTM0_9")
     assert tree_digest(root) == before
+
+
+def test_export_repvit_yolo26_on_8_4_190(u84, tmp_path):
+    """YOLO26, the release's default family (end-to-end head, reg_max 1), through the exporter; fused RepViT."""
+    run_cli("apply", "--repo", u84, "--backbone", "repvit_m0_9", "--arch", "yolo26", "--no-verify", check=0)
+    proc = run_cli("verify", "--repo", u84, "--export", "onnx", "--json", "--work", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    ex = json.loads(proc.stdout)["export"]
+    assert ex["ok"] and ex["export"]["equal"], ex
+    assert ex["export"]["onnx_shape"] == ex["export"]["torch_shape"] and ex["export"]["onnx_shape"][0] == 1
+    run_cli("revert", "--repo", u84, check=0)

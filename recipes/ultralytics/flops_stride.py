@@ -23,16 +23,22 @@ import libcst as cst
 from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import MARK, module_function, replace_within
+from ..cst_anchors import MARK, as_ast, module_function, replace_within
 
 _STRIDE = m.Assign(targets=[m.AssignTarget(m.Name("stride"))])
-_FULL_SIZE = m.Tuple(elements=[m.ZeroOrMore(), m.StarredElement(m.Name("imgsz")), m.ZeroOrMore()])
 
 
-def _full_size_input(fn) -> bool:
-    """`ast` twin of _FULL_SIZE: a tuple holding `*imgsz` somewhere in the function."""
-    return any(isinstance(t, ast.Tuple) and any(isinstance(e, ast.Starred) and isinstance(e.value, ast.Name)
-                                                and e.value.id == "imgsz" for e in t.elts) for t in ast.walk(fn))
+def _state(fn: ast.FunctionDef):
+    """The one reading of get_flops that precheck (on the file) and transform (on its node) share:
+    (status, detail) when there is nothing to do, else None."""
+    if any(isinstance(t, ast.Tuple) and any(isinstance(e, ast.Starred) and isinstance(e.value, ast.Name)
+                                           and e.value.id == "imgsz" for e in t.elts) for t in ast.walk(fn)):
+        return NOT_NEEDED, "get_flops already profiles the full image size"  # a `(..., *imgsz)` input
+    strides = [n.value for n in ast.walk(fn) if isinstance(n, ast.Assign) and len(n.targets) == 1
+               and isinstance(n.targets[0], ast.Name) and n.targets[0].id == "stride"]
+    if strides and all(isinstance(v, ast.Constant) and v.value == 640 for v in strides):
+        return ALREADY, "stride = 640"
+    return None
 
 
 class FlopsStride(ModuleRecipe):
@@ -46,19 +52,15 @@ class FlopsStride(ModuleRecipe):
         except SyntaxError:
             return None  # transform reports it
         fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_flops"]
-        if len(fns) == 1 and _full_size_input(fns[0]):
-            return NOT_NEEDED, "get_flops already profiles the full image size"
-        return None
+        return _state(fns[0]) if len(fns) == 1 else None
 
     def transform(self, module: cst.Module, ctx: Context):
         fn = module_function(module, "get_flops")
-        if m.findall(fn, _FULL_SIZE):
-            return module, NOT_NEEDED, "get_flops already profiles the full image size"
-        found = m.findall(fn, _STRIDE)
-        if not found:
+        done = _state(as_ast(fn))
+        if done:
+            return (module, *done)
+        if not m.findall(fn, _STRIDE):
             raise RecipeError("get_flops has no `stride = ...` and no full-size input; edit it by hand")
-        if all(m.matches(a.value, m.Integer("640")) for a in found):
-            return module, ALREADY, "stride = 640"
         # say why, on the line itself
         comment = cst.TrailingWhitespace(
             whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK} profile at 640, not the 32x32 stride")

@@ -16,12 +16,13 @@ INVALID: self.cv1 = Conv(c1, c2, 1, 1)
 from __future__ import annotations
 
 import ast
+from typing import Dict, List, Optional
 
 import libcst as cst
 from .. import cst_match as m
 
 from .. import ALREADY, APPLIED, NOT_NEEDED, Context, ModuleRecipe, RecipeError
-from ..cst_anchors import class_def, code_of, methods, replace_within
+from ..cst_anchors import as_ast, class_def, code_of, methods, replace_within
 
 
 def _conv_assign(attr: str):
@@ -29,6 +30,26 @@ def _conv_assign(attr: str):
         targets=[m.AssignTarget(m.Attribute(value=m.Name("self"), attr=m.Name(attr)))],
         value=m.Call(func=m.Name("Conv")),
     )
+
+
+def outputs(cls: ast.ClassDef) -> Dict[str, Optional[str]]:
+    """The one reading of RepC3 (precheck, transform and doctor's inspect use it): for cv1 and cv2, the name
+    given as the second argument of `self.cvN = Conv(c1, X, ...)` ("c2" stock, "c_" fixed; None: no such
+    single assignment or not a plain name)."""
+    found: Dict[str, List[ast.expr]] = {"cv1": [], "cv2": []}
+    for node in ast.walk(cls):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Attribute)
+                and node.targets[0].attr in found and isinstance(node.targets[0].value, ast.Name)
+                and node.targets[0].value.id == "self" and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name) and node.value.func.id == "Conv" and len(node.value.args) > 1):
+            found[node.targets[0].attr].append(node.value.args[1])
+    return {attr: (args[0].id if len(args) == 1 and isinstance(args[0], ast.Name) else None)
+            for attr, args in found.items()}
+
+
+def _repc3(text: str) -> Optional[ast.ClassDef]:
+    classes = [n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "RepC3"]
+    return classes[0] if classes else None
 
 
 class RepC3Hidden(ModuleRecipe):
@@ -41,28 +62,17 @@ class RepC3Hidden(ModuleRecipe):
 
     def inspect(self, ctx: Context, sources):
         text = sources.get(self.target(ctx) or "")
-        cls = class_def(cst.parse_module(text), "RepC3") if text is not None else None
-        if cls is None:
-            return None
-        return {attr: any(len(a.value.args) > 1 and m.matches(a.value.args[1].value, m.Name("c_"))
-                          for a in m.findall(cls, _conv_assign(attr))) for attr in ("cv1", "cv2")}
+        cls = _repc3(text) if text is not None else None
+        return None if cls is None else {attr: name == "c_" for attr, name in outputs(cls).items()}
 
     def precheck(self, text, ctx):
         try:
-            tree = ast.parse(text)
+            cls = _repc3(text)
         except SyntaxError:
             return None  # transform reports it
-        classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RepC3"]
-        if not classes:
+        if cls is None:
             return NOT_NEEDED, "this release has no RepC3"
-        seconds = [
-            node.value.args[1]
-            for node in ast.walk(classes[0])
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Attribute)
-            and node.targets[0].attr in ("cv1", "cv2") and isinstance(node.value, ast.Call)
-            and isinstance(node.value.func, ast.Name) and node.value.func.id == "Conv" and len(node.value.args) > 1
-        ]
-        if len(seconds) == 2 and all(isinstance(a, ast.Name) and a.id == "c_" for a in seconds):
+        if all(name == "c_" for name in outputs(cls).values()):
             return ALREADY, "cv1 and cv2 already output c_"
         return None
 
@@ -73,21 +83,20 @@ class RepC3Hidden(ModuleRecipe):
         init = [fn for fn in methods(cls) if fn.name.value == "__init__"]
         if not init:
             raise RecipeError("RepC3 has no __init__; restore it")
-        fixed, edits = init[0], 0
-        for attr in ("cv1", "cv2"):
-            found = m.findall(fixed, _conv_assign(attr))
-            if len(found) != 1 or len(found[0].value.args) < 2:
-                raise RecipeError(f"RepC3.__init__ has no `self.{attr} = Conv(c1, ..., 1, 1)`; fix it by hand")
-            call = found[0].value
-            second = call.args[1].value
-            if m.matches(second, m.Name("c_")):
+        reading = outputs(as_ast(init[0]))
+        if all(name == "c_" for name in reading.values()):
+            return module, ALREADY, "cv1 and cv2 already output c_"
+        fixed = init[0]
+        for attr, name in reading.items():
+            if name == "c_":
                 continue
-            if not m.matches(second, m.Name("c2")):
-                raise RecipeError(f"RepC3.{attr} outputs `{code_of(second)}`, expected c2 or c_")
+            found = m.findall(fixed, _conv_assign(attr))
+            if name != "c2" or len(found) != 1:
+                what = f"outputs `{code_of(found[0].value.args[1].value)}`" if len(found) == 1 and len(found[0].value.args) > 1 \
+                    else f"has no single `self.{attr} = Conv(c1, ..., 1, 1)`"
+                raise RecipeError(f"RepC3.{attr} {what}, expected c2 or c_; fix it by hand")
+            call = found[0].value
             args = list(call.args)
             args[1] = args[1].with_changes(value=cst.Name("c_"))
             fixed = m.replace_node(fixed, call, call.with_changes(args=args))
-            edits += 1
-        if not edits:
-            return module, ALREADY, "cv1 and cv2 already output c_"
         return replace_within(module, cls, init[0], fixed), APPLIED, "cv1/cv2 output c_"
