@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import click
 from rich.markup import escape
@@ -296,9 +297,11 @@ def revert(repo, force, dry_run, as_json):
                 report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
                 return
             rp = engine.plan_revert(root, version=version, gone=version is None)
+            trained = _trained_checkpoints(root, rp, journal)
             if dry_run:
                 doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited,
-                           between=[rel for _, rel in rp.between], kept=sorted(rp.kept), upgraded=rp.upgraded)
+                           between=[rel for _, rel in rp.between], kept=sorted(rp.kept), upgraded=rp.upgraded,
+                           checkpoints_needing_patch=trained[0], checkpoints_note=trained[1])
                 if as_json:
                     report.dump(doc)
                 else:
@@ -308,10 +311,11 @@ def revert(repo, force, dry_run, as_json):
                     if rp.blocked:
                         how = ("--force would first save your copies under .mbpatch/edited-<time>/" if force else "needs --force")
                         report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.blocked))} ({how})")
+                    _checkpoints_note(trained)
                 return
             res = engine.revert(root, rp, force=force)
             done = True
-        _revert_report(rp, res, as_json)
+        _revert_report(rp, res, as_json, trained)
     except MbpatchError as e:
         _fail(e, as_json)
     except KeyboardInterrupt as e:
@@ -332,7 +336,30 @@ def _revert_root(repo: str):
     return co.root, co.version
 
 
-def _revert_report(rp, res, as_json: bool) -> None:
+def _trained_checkpoints(root: Path, rp, journal) -> Tuple[List[str], Optional[str]]:
+    """(checkpoints under runs/ that pickle a backbone module revert deletes, one line saying what that means)."""
+    from . import checkpoints
+
+    root = Path(root).resolve()
+    deleted = [rel for rel, data in rp.restore.items() if data is None and rel not in rp.kept]
+    found = checkpoints.needing([root, Path.cwd()], deleted)
+    if not found:
+        return [], None
+    shown = [os.path.relpath(p, root) if root in p.parents else str(p) for p in found]
+    backbones = sorted({e.get("backbone") for e in journal.entries() if e.get("backbone")})
+    again = " or ".join(f"`mbpatch apply --backbone {b}`" for b in backbones) or "`mbpatch apply` with the same backbone"
+    note = (f"{len(found)} trained checkpoint(s) hold the patched backbone's classes ({', '.join(shown[:5])}"
+            + (", ..." if len(shown) > 5 else "") + f"): without the backbone source they do not load; {again} "
+            "brings it back and they load again (an exported ONNX file never needs it)")
+    return shown, note
+
+
+def _checkpoints_note(trained) -> None:
+    if trained[1]:
+        report.console.print(f"[yellow]note:[/] {escape(trained[1])}", soft_wrap=True)
+
+
+def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
     if rp.upgraded:
         tail = (f"this checkout was upgraded from {rp.upgraded[0]} to {rp.upgraded[1]} since mbpatch patched it: undid "
                 f"the changes of mbpatch still there; kept {len(res.left)} file(s) as the upgrade left them"
@@ -344,7 +371,8 @@ def _revert_report(rp, res, as_json: bool) -> None:
     else:
         tail = f"reverted {rp.entries} apply(s); the checkout has its original bytes"
     doc = dict(ok=True, restored=sorted(res.restored), entries=rp.entries, saved=str(res.saved) if res.saved else None,
-               kept=str(res.kept) if res.kept else None, left=res.left, upgraded=rp.upgraded, note=tail)
+               kept=str(res.kept) if res.kept else None, left=res.left, upgraded=rp.upgraded, note=tail,
+               checkpoints_needing_patch=trained[0], checkpoints_note=trained[1])
     if as_json:
         report.dump(doc)
         return
@@ -355,6 +383,7 @@ def _revert_report(rp, res, as_json: bool) -> None:
     if res.saved:
         report.console.print(f"[yellow]your edited copies were saved in[/] {res.saved}")
     report.console.print(f"[green]{escape(tail)}[/]")
+    _checkpoints_note(trained)
 
 
 @main.command()
