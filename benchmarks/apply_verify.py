@@ -6,7 +6,8 @@
    copy of each release, RT-DETR + mobilenetv4_small. Goal: under 1 s on a 2-core machine.
 2. verification overhead: the wall time of `mbpatch verify` divided by the wall time of a plain script that
    does by hand what verification must do, in one process: import the checkout, build the stock and the
-   patched model, run each forward at 640x640 and 640x480. Goal: at most 1.5.
+   patched model, count each one's GFLOPs at 640 (thop, as Ultralytics does), run each forward at 640x480 in
+   eval mode and at batch 2 in train mode, and one backward pass of the patched model. Goal: at most 1.5.
 3. startup: `mbpatch --help` and `mbpatch list`, which import neither libcst nor torch.
 Not a test: timings depend on the machine; run it by hand and keep the table.
 """
@@ -29,15 +30,25 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import unpacked  # noqa: E402  (the same cached real sources the tests use)
 
 BY_HAND = r"""
-import sys, yaml, torch
+import sys, yaml, torch, thop
 sys.path.insert(0, {root!r})
 from ultralytics.nn.tasks import RTDETRDetectionModel
-for path in ({stock!r}, {patched!r}):
+for path, patched in (({stock!r}, False), ({patched!r}, True)):
     d = yaml.safe_load(open(path))
     model = RTDETRDetectionModel(d, nc=80, verbose=False).eval()
     with torch.no_grad():
-        for h, w in ((640, 640), (480, 640)):
-            model(torch.zeros(1, 3, h, w))
+        thop.profile(model, inputs=(torch.zeros(1, 3, 640, 640),), verbose=False)  # GFLOPs (and the 640x640 pass)
+        model(torch.zeros(1, 3, 480, 640))
+        model.train()
+        try:
+            model(torch.zeros(2, 3, 480, 640))  # what a training step feeds
+        except TypeError:  # RT-DETR's decoder before 8.3 wants the batch's labels in train mode
+            pass
+    if patched:  # every parameter gets a gradient (the decoder in eval mode where it wants labels)
+        model.model[-1].eval()
+        out = model(torch.zeros(1, 3, 160, 160))
+        leaves = [t for t in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(t, torch.Tensor)]
+        sum(t.float().sum() for t in leaves).backward()
 """
 
 

@@ -107,7 +107,8 @@ def _train_forward(model, info):
 
     model.train()
     try:
-        out = _shapes(model(torch.zeros(2, 3, 480, 640)))
+        with torch.no_grad():  # train-mode outputs; the gradient check is separate (and smaller)
+            out = _shapes(model(torch.zeros(2, 3, 480, 640)))
     except TypeError:
         # RT-DETR's decoder of older releases reads the labels (`batch["gt_groups"]`) in train mode; a training
         # step always passes them, a bare forward cannot: the stock model answers the same, so both are compared
@@ -285,7 +286,9 @@ def main_yolov5(args):
     sys.dont_write_bytecode = True
     package = args["package"]
     _stage("importing the checkout")
+    threads = _threads()
     yolo = importlib.import_module(package + ".yolo")
+    _restore_threads(threads)
     where = os.path.abspath(yolo.__file__)
     expected = os.path.join(root, *package.split("."), "yolo.py")
     if os.path.normcase(where) != os.path.normcase(expected):
@@ -314,12 +317,14 @@ def main(args):
     import os
 
     _stage("importing the checkout")
+    threads = _threads()
     pkg = importlib.import_module(args["package"])
     where = os.path.dirname(os.path.abspath(pkg.__file__))
     expected = os.path.join(os.path.abspath(root), args["package"])
     if os.path.normcase(where) != os.path.normcase(expected):
         raise RuntimeError(f"`import {args['package']}` loaded {where}, not the checkout {expected}")
     tasks = importlib.import_module(args["package"] + ".nn.tasks")
+    _restore_threads(threads)
     cls = getattr(tasks, args["model"])
     result = {"python": sys.version.split()[0], "package_file": where}
     import torch
@@ -333,6 +338,24 @@ def main(args):
     result["patched"] = _measure(cls, patched, args["scale"], args["nc"], True)
     _same_outputs(result)
     return _gradient_verdict(result)
+
+
+def _threads():
+    """torch's own default thread count, read before the checkout is imported: Ultralytics and YOLOv5 set
+    OMP_NUM_THREADS / torch's threads to cores - 1 for their workers at import (1 on a 2-core machine), which
+    would make verification single-threaded. Restored after the import (see main / main_yolov5)."""
+    try:
+        import torch
+    except ImportError:  # reported by the checkout's own import
+        return None
+    return torch.get_num_threads()
+
+
+def _restore_threads(n):
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 if __name__ == "__main__":
