@@ -111,8 +111,18 @@ def matches(node: Any, pattern: BaseMatcherNode) -> bool:
 # --- walking the tree -----------------------------------------------------------------------------------------
 
 _FIELDS: Dict[type, Tuple[str, ...]] = {}
-# libcst's dataclass fields are in source order except for these (decorators come first, `a if test else b`)
-_SOURCE_ORDER = {"FunctionDef": ("decorators",), "ClassDef": ("decorators",), "IfExp": ("body", "test")}
+# libcst's dataclass fields are in source order except for these, which are put first in source order
+# (decorators, a def's return annotation before its body, a class's bases, `a if test else b`, positional-only
+# parameters, `key=value`, `except T as e:`), so that findall lists the nodes in the order libcst's visitors
+# meet them (whitespace and punctuation nodes aside; tests/test_cst_match.py compares whole modules)
+_SOURCE_ORDER = {
+    "FunctionDef": ("leading_lines", "decorators", "asynchronous", "name", "params", "returns"),
+    "ClassDef": ("leading_lines", "decorators", "name", "bases", "keywords"),
+    "IfExp": ("body", "test"),
+    "Arg": ("star", "keyword", "equal"),
+    "ExceptHandler": ("type", "name"),
+    "Parameters": ("posonly_params", "posonly_ind", "params", "star_arg", "kwonly_params", "star_kwarg"),
+}
 
 
 def _field_names(node_type: type) -> Tuple[str, ...]:

@@ -32,6 +32,8 @@ PATTERNS = {
     "comparison in": lambda x: x.Comparison(comparisons=[x.ComparisonTarget(x.In())]),
     "integer": lambda x: x.Integer("0"),
     "match if true": lambda x: x.Name(value=x.MatchIfTrue(lambda v: v.startswith("_"))),
+    "every name": lambda x: x.Name(),  # the walk order over whole modules: decorators, bases, returns, ...
+    "every call": lambda x: x.Call(),
 }
 
 
