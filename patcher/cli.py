@@ -271,12 +271,18 @@ def _co_json(co: Checkout) -> Dict:
 @click.option("--force", is_flag=True, help="revert files edited since apply, saving your copies under .mbpatch/")
 @click.option("--dry-run", is_flag=True, help="say what would be restored, write nothing")
 @click.option("--json", "as_json", is_flag=True)
-def revert(repo, force, dry_run, as_json):
+@click.option("--from-markers", "from_markers", is_flag=True,
+              help="no journal (.mbpatch/ deleted): undo mbpatch's marked edits by replaying them on the release's files")
+@click.option("--source", default=None,
+              help="with --from-markers: the release's wheel or unpacked folder (default: pip download it)")
+def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
     """Give back the exact bytes the checkout had before mbpatch."""
     done = False
     try:
         root, version = _revert_root(repo)
         journal = Journal(root)
+        if from_markers:
+            return _revert_from_markers(repo, root, journal, source, force, dry_run, as_json)
         nothing = "no mbpatch journal here: nothing to revert"
         if not journal.exists() and version is not None:  # mbpatch's markers without a journal: say so, never "nothing"
             from . import safety
@@ -321,6 +327,48 @@ def revert(repo, force, dry_run, as_json):
     except KeyboardInterrupt as e:
         whole = done or isinstance(e, engine.Interrupted)
         _interrupted(e, "revert", "the revert had finished" if whole else "nothing was reverted", as_json)
+
+
+def _revert_from_markers(repo, root: Path, journal: Journal, source, force: bool, dry_run: bool, as_json: bool):
+    from . import from_markers
+
+    if journal.exists():
+        raise MbpatchError("this checkout has its journal: `mbpatch revert` restores the exact bytes from it",
+                           file=str(journal.file), step="from-markers")
+    with engine.Lock(root):
+        rec = from_markers.recover(repo, source)
+        rp = rec.plan
+        shown = ", ".join(f"{a.backbone} ({a.arch}{'' if a.task == 'detect' else ' ' + a.task})" for a in rec.applies)
+        found = f"replayed {len(rec.applies)} apply(s) [{shown}] on {rec.source}"
+        if dry_run:
+            doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited, source=rec.source,
+                       applies=[a.__dict__ for a in rec.applies])
+            if as_json:
+                report.dump(doc)
+                return
+            report.console.print(escape(found), soft_wrap=True)
+            for rel, data in rp.restore.items():
+                report.console.print(f"would {'delete' if data is None else 'restore'} {rel}")
+            if rp.edited:
+                how = "--force would first save your copies under .mbpatch/edited-<time>/" if force else "needs --force"
+                report.console.print(f"[yellow]not what mbpatch wrote:[/] {escape(', '.join(rp.edited))} ({how})")
+            return
+        if rp.edited and not force:
+            raise MbpatchError(
+                f"{', '.join(rp.edited)} differ from what mbpatch would have written ({found}): your edits, or not this "
+                "release; nothing was changed (--force saves your copies under .mbpatch/ and restores the release's "
+                "files anyway)", file=rp.edited[0], step="from-markers")
+        res = engine.revert(root, rp, force=force)
+    tail = f"{found}: every file mbpatch had changed has the release's bytes again"
+    if as_json:
+        report.dump(dict(ok=True, restored=sorted(res.restored), saved=str(res.saved) if res.saved else None,
+                         source=rec.source, applies=[a.__dict__ for a in rec.applies], note=tail))
+        return
+    for rel in res.restored:
+        report.console.print(f"{'removed' if rp.restore.get(rel) is None else 'restored'} {rel}")
+    if res.saved:
+        report.console.print(f"[yellow]your edited copies were saved in[/] {res.saved}")
+    report.console.print(f"[green]{escape(tail)}[/]", soft_wrap=True)
 
 
 def _revert_root(repo: str):

@@ -109,7 +109,8 @@ def orphan_advice(co: Checkout, marks: List[Tuple[str, int]]) -> str:
     edited = [rel for rel, line in marks if line != 1]
     parts = []
     if edited:
-        parts.append(f"restore {', '.join(edited)} (`git checkout -- <file>`, or copy them from a clean release)")
+        parts.append(f"restore {', '.join(edited)} (`git checkout -- <file>`, or `mbpatch revert --from-markers`, which "
+                     "replays mbpatch's edits on the release's own files to undo them exactly)")
     if ours:
         parts.append(f"delete {', '.join(ours)} (created by mbpatch)")
     return " and ".join(parts)

@@ -1,0 +1,297 @@
+"""`mbpatch revert --from-markers`: give back the release's bytes when the journal is gone.
+
+A checkout whose `.mbpatch/` was deleted (`git clean -fdx`, a copy without hidden folders) still carries
+mbpatch's edits, marked `# mbpatch:`. The markers alone cannot undo them exactly (`stride = 640` does not say
+what it replaced), so the release itself is the reference: the same release's files (a wheel or folder given
+with `--source`, else `pip download --no-deps <dist>==<version>`) are patched again, in memory, with the
+applies the checkout shows (each generated yaml names its family, task and backbone; the parse_model branch
+gives their order), and every file is compared:
+
+- a file mbpatch edited that is now byte-for-byte what the replay gives goes back to the release's bytes;
+- a file mbpatch created (its first line is the marker) that the replay also creates is removed;
+- any other difference is your edit: refused, as `revert` refuses, unless `--force`, which first saves your
+  copy under `.mbpatch/edited-<time>/`.
+
+So the result is exact or nothing is written. Not for YOLOv5 git clones (no release archive holds their
+files: use `git checkout --`), nor for a checkout that is not a release (a commit between two tags): its
+files differ from the release's and every one of them is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import MbpatchError
+from .checkout import detect
+from .checkout_base import Checkout
+from .engine import RevertPlan
+from .safety import MARK, find_markers
+
+DIST = {"ultralytics": "ultralytics", "yolov5": "yolov5"}
+
+
+@dataclass
+class Apply:
+    """One apply as the checkout shows it."""
+
+    backbone: str
+    arch: str
+    task: str = "detect"
+    nc: int = 80
+    scale: str = "n"
+    head: str = "stock"
+    style: str = "backbone"
+
+
+@dataclass
+class Recovery:
+    plan: RevertPlan
+    source: str  # where the release's files came from
+    applies: List[Apply] = field(default_factory=list)
+    options: Dict[str, object] = field(default_factory=dict)
+
+
+# --- the release's files --------------------------------------------------------------------------------------
+
+
+def release_version(co: Checkout) -> str:
+    """The release number alone (YOLOv5's version string also names its code era)."""
+    found = re.match(r"\d+(\.\d+)*", co.version.strip())
+    if not found:
+        raise MbpatchError(f"cannot tell which release this checkout is ({co.version!r}); pass --source",
+                           file=str(co.root), step="from-markers")
+    return found.group(0)
+
+
+def release_tree(co: Checkout, source: Optional[str], work: Path) -> Tuple[Path, str]:
+    """A folder laid out like the checkout root, holding the release's package; and where it came from."""
+    if co.kind == "yolov5" and co.layout == "git":
+        raise MbpatchError("--from-markers needs the release's files, and no release archive holds a YOLOv5 git "
+                           "clone's: `git checkout -- <files>` restores them (doctor lists them)",
+                           file=str(co.root), step="from-markers")
+    pkg_rel = co.package.resolve().relative_to(co.root.resolve()).as_posix()
+    name = co.package.name
+    dist = f"{DIST[co.kind]}=={release_version(co)}"
+    if source is None:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                               dist, "-d", str(work / "dl")], capture_output=True, text=True)
+        wheels = sorted((work / "dl").glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise MbpatchError(f"cannot download {dist} to compare with ({(proc.stderr or '').strip()[-200:]}); pass "
+                               "--source with that release's wheel or an unpacked copy", file=str(co.root),
+                               step="from-markers")
+        source_path, label = wheels[0], f"{dist} (from the package index)"
+    else:
+        source_path = Path(source).expanduser().resolve()
+        label = f"{dist} ({source_path})"
+    dest = work / "release"
+    if source_path.is_file() and source_path.suffix == ".whl":
+        with zipfile.ZipFile(source_path) as z:
+            for member in z.namelist():
+                if member.startswith(name + "/"):
+                    z.extract(member, work / "unzipped")
+        found = work / "unzipped" / name
+    elif source_path.is_dir():
+        found = next((p for p in (source_path / name, source_path) if (p / "__init__.py").is_file()
+                      and p.name == name), None)
+    else:
+        found = None
+    if found is None or not found.is_dir():
+        raise MbpatchError(f"--source holds no `{name}/` package (give a wheel or the folder that contains it)",
+                           file=str(source_path), step="from-markers")
+    shutil.copytree(found, dest / pkg_rel, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest, label
+
+
+# --- what the checkout shows ----------------------------------------------------------------------------------
+
+
+def _yaml_applies(co: Checkout, created: Sequence[str]) -> List[Apply]:
+    import yaml
+
+    from .recipes.families import arch_and_task_of
+    from .templates import CATALOG
+
+    ids = sorted(CATALOG, key=len, reverse=True)
+    out = []
+    for rel in created:
+        path = co.root / rel
+        if path.suffix != ".yaml":
+            continue
+        stem = path.stem
+        bid = next((i for i in ids if stem.endswith("-" + i)), None)
+        if bid is None:
+            continue
+        try:
+            d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            d = None
+        stock = stem[: -len(bid) - 1]
+        arch, task = arch_and_task_of(d, stock, co.kind)
+        nc = int(d.get("nc", 80)) if isinstance(d, dict) and str(d.get("nc", 80)).isdigit() else 80
+        scale = stock.split("-")[1] if arch == "rtdetr" and "-" in stock else "n"
+        out.append(Apply(bid, arch, task, nc, scale if scale in ("l", "x") else "l" if arch == "rtdetr" else "n"))
+    return out
+
+
+def _order(co: Checkout, applies: List[Apply]) -> List[Apply]:
+    """Applies in the order their backbones' names appear in the model-building file (the branch lists the
+    first apply's names first)."""
+    from .templates import lookup
+
+    text = co.read(co.files.get("tasks") or co.files.get("yolo")) or ""
+
+    def first(a: Apply) -> int:
+        names = getattr(lookup(a.backbone), "names", ()) or ()
+        hits = [text.find(n) for n in names if text.find(n) >= 0]
+        return min(hits) if hits else len(text)
+
+    return sorted(applies, key=first)
+
+
+def _weights_path(co: Checkout) -> Optional[str]:
+    for rel, _ in find_markers(co):
+        if rel.endswith("__init__.py"):
+            found = re.search(r"default_weights\s*=\s*r?['\"]([^'\"]+)['\"]", (co.root / rel).read_text(encoding="utf-8"))
+            if found:
+                return found.group(1)
+    return None
+
+
+# --- replay and compare ---------------------------------------------------------------------------------------
+
+
+def _replay(release: Path, co: Checkout, applies: List[Apply], rect_off: bool, weights: Optional[str],
+            work: Path) -> Tuple[Dict[str, bytes], List[str]]:
+    """A copy of the release patched by `applies`, as apply would: ({path: bytes} of every file the applies
+    changed or created, the folders they created)."""
+    from . import engine
+    from .recipes import Context
+    from .templates import lookup
+
+    recipes = _recipes(co.kind).RECIPES
+    tree_root = Path(tempfile.mkdtemp(dir=work))
+    shutil.rmtree(tree_root)
+    shutil.copytree(release, tree_root)
+    tree = detect(str(tree_root))
+    out: Dict[str, bytes] = {}
+    dirs: List[str] = []
+    for a in applies:
+        ctx = Context(tree, lookup(a.backbone), a.arch, nc=a.nc, scale=a.scale, head=a.head, rect_off=rect_off,
+                      weights=weights, style=a.style, task=a.task)
+        p = engine.plan(ctx, recipes)
+        for rel, data in p.changes.items():
+            path = tree_root / rel
+            for parent in reversed(path.relative_to(tree_root).parents[:-1]):
+                if not (tree_root / parent).is_dir():
+                    dirs.append(parent.as_posix())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            out[rel] = data
+    return out, dirs
+
+
+def _recipes(kind: str):
+    if kind == "yolov5":
+        from .recipes import yolov5 as module
+    else:
+        from .recipes import ultralytics as module
+    return module
+
+
+def _candidates(co: Checkout, created: Sequence[str]) -> List[List[Apply]]:
+    """The apply sequences to try, most likely first: the generated yamls (with both RT-DETR necks), else one
+    apply per backbone whose source mbpatch created, for each arch of the release (their yamls were deleted)."""
+    from .templates import lookup
+
+    shown = _order(co, _yaml_applies(co, created))
+    if shown:
+        heads = [("stock", "light") if a.arch == "rtdetr" else ("stock",) for a in shown]
+        return [[Apply(**{**a.__dict__, "head": h}) for a, h in zip(shown, combo)] for combo in itertools.product(*heads)]
+    families = {Path(rel).stem.replace("mbpatch_", "") for rel in created if rel.endswith(".py")}
+    backbones = [b for b in _branch_backbones(co) if lookup(b) is not None and lookup(b).family in families]
+    return [[Apply(b, arch) for b in backbones] for arch in _recipes(co.kind).ARCHS] if backbones else []
+
+
+def _branch_backbones(co: Checkout) -> List[str]:
+    from .templates import CATALOG, lookup
+
+    text = co.read(co.files.get("tasks") or co.files.get("yolo")) or ""
+    found = []
+    for bid in CATALOG:
+        bb = lookup(bid)
+        pos = [text.find(n) for n in getattr(bb, "names", ()) if re.search(rf"\b{re.escape(n)}\b", text)]
+        if pos:
+            found.append((min(pos), bid))
+    return [bid for _, bid in sorted(found)]
+
+
+def recover(repo: str, source: Optional[str] = None) -> Recovery:
+    """Plan the revert of an orphaned patch: nothing is written here (engine.revert writes the plan)."""
+    co = detect(repo)
+    marks = find_markers(co)
+    if not marks:
+        raise MbpatchError(f"no file carries mbpatch's {MARK} marker: nothing of mbpatch's to revert",
+                           file=str(co.root), step="from-markers")
+    created = [rel for rel, line in marks if line == 1]
+    with tempfile.TemporaryDirectory(prefix="mbpatch-release-") as tmp:
+        work = Path(tmp)
+        release, label = release_tree(co, source, work)
+        missing = [rel for rel, line in marks if line != 1 and not (release / rel).is_file()]
+        if missing:
+            raise MbpatchError(f"{', '.join(missing)} carry mbpatch's marker but are not files of {label}: is this "
+                               f"checkout {co.kind} {release_version(co)}?", file=missing[0], step="from-markers")
+        weights = _weights_path(co)
+        best, best_score = None, None
+        for applies in _candidates(co, created):
+            for rect_off in (False, True):  # rect=False carries no marker: the replay that matches more files wins
+                replay, dirs = _replay(release, co, applies, rect_off, weights, work)
+                diff = _differences(co, release, replay, marks)
+                same = sum((co.root / rel).is_file() and (co.root / rel).read_bytes() == data for rel, data in replay.items())
+                score = (len(diff), -same)
+                if best_score is None or score < best_score:
+                    best, best_score = (diff, applies, rect_off, replay, dirs), score
+        if best is None:
+            raise MbpatchError("the marked files name no backbone of mbpatch's catalogue, so the edits cannot be "
+                               "replayed; restore the files with git or from the release", file=marks[0][0],
+                               step="from-markers")
+        diff, applies, rect_off, replay, dirs = best
+        rp = RevertPlan(entries=len(applies))
+        for rel, data in replay.items():
+            original = (release / rel).read_bytes() if (release / rel).is_file() else None
+            now = (co.root / rel).read_bytes() if (co.root / rel).is_file() else None
+            if now == original:
+                rp.already.append(rel)
+                continue
+            rp.restore[rel] = original
+        for rel in diff:
+            if rel not in rp.restore:
+                rp.restore[rel] = (release / rel).read_bytes() if (release / rel).is_file() else None
+            rp.edited.append(rel)
+        rp.dirs = [d for d in dict.fromkeys(dirs) if not (release / d).is_dir()]
+        return Recovery(rp, label, applies, {"rect_off": rect_off, "weights": weights})
+
+
+def _differences(co: Checkout, release: Path, replay: Dict[str, bytes], marks) -> List[str]:
+    """Files where the checkout is neither the replay's bytes nor (for files the replay did not touch) the
+    release's: the marked files and every file the replay changed."""
+    out = []
+    rels = list(dict.fromkeys(list(replay) + [rel for rel, _ in marks]))
+    for rel in rels:
+        now = (co.root / rel).read_bytes() if (co.root / rel).is_file() else None
+        if rel in replay:
+            original = (release / rel).read_bytes() if (release / rel).is_file() else None
+            if now not in (replay[rel], original):
+                out.append(rel)
+        else:  # marked, but the replay does not make this file: not ours as it stands
+            out.append(rel)
+    return sorted(out)
