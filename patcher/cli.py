@@ -338,7 +338,8 @@ def _revert_from_markers(repo, root: Path, journal: Journal, source, force: bool
     with engine.Lock(root):
         rec = from_markers.recover(repo, source)
         rp = rec.plan
-        shown = ", ".join(f"{a.backbone} ({a.arch}{'' if a.task == 'detect' else ' ' + a.task})" for a in rec.applies)
+        shown = ", ".join(f"{a.backbone} ({'its yaml is gone' if a.guessed else a.arch}"
+                          f"{'' if a.task == 'detect' or a.guessed else ' ' + a.task})" for a in rec.applies)
         found = f"replayed {len(rec.applies)} apply(s) [{shown}] on {rec.source}"
         if dry_run:
             doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited, source=rec.source,

@@ -50,6 +50,7 @@ class Apply:
     scale: str = "n"
     head: str = "stock"
     style: str = "backbone"
+    guessed: bool = False  # its yaml is gone: the arch is one that replays to the same code edits
 
 
 @dataclass
@@ -219,7 +220,7 @@ def _candidates(co: Checkout, created: Sequence[str]) -> List[List[Apply]]:
         return [[Apply(**{**a.__dict__, "head": h}) for a, h in zip(shown, combo)] for combo in itertools.product(*heads)]
     families = {Path(rel).stem.replace("mbpatch_", "") for rel in created if rel.endswith(".py")}
     backbones = [b for b in _branch_backbones(co) if lookup(b) is not None and lookup(b).family in families]
-    return [[Apply(b, arch) for b in backbones] for arch in _recipes(co.kind).ARCHS] if backbones else []
+    return [[Apply(b, arch, guessed=True) for b in backbones] for arch in _recipes(co.kind).ARCHS] if backbones else []
 
 
 def _branch_backbones(co: Checkout) -> List[str]:
@@ -251,19 +252,24 @@ def recover(repo: str, source: Optional[str] = None) -> Recovery:
             raise MbpatchError(f"{', '.join(missing)} carry mbpatch's marker but are not files of {label}: is this "
                                f"checkout {co.kind} {release_version(co)}?", file=missing[0], step="from-markers")
         weights = _weights_path(co)
-        best, best_score = None, None
+        best, best_score, failed = None, None, None
         for applies in _candidates(co, created):
             for rect_off in (False, True):  # rect=False carries no marker: the replay that matches more files wins
-                replay, dirs = _replay(release, co, applies, rect_off, weights, work)
+                try:
+                    replay, dirs = _replay(release, co, applies, rect_off, weights, work)
+                except MbpatchError as e:  # a guess this release cannot build (an arch it lacks): try the next
+                    failed = e
+                    continue
                 diff = _differences(co, release, replay, marks)
                 same = sum((co.root / rel).is_file() and (co.root / rel).read_bytes() == data for rel, data in replay.items())
                 score = (len(diff), -same)
                 if best_score is None or score < best_score:
                     best, best_score = (diff, applies, rect_off, replay, dirs), score
         if best is None:
-            raise MbpatchError("the marked files name no backbone of mbpatch's catalogue, so the edits cannot be "
-                               "replayed; restore the files with git or from the release", file=marks[0][0],
-                               step="from-markers")
+            why = f" (replaying failed: {failed.line()})" if failed else ""
+            raise MbpatchError("the marked files name no backbone of mbpatch's catalogue that replays on this release, "
+                               f"so the edits cannot be undone from it{why}; restore the files with git or from the "
+                               "release", file=marks[0][0], step="from-markers")
         diff, applies, rect_off, replay, dirs = best
         rp = RevertPlan(entries=len(applies))
         for rel, data in replay.items():
