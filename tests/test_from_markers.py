@@ -87,3 +87,15 @@ def test_journal_present_means_plain_revert(ultralytics_checkout):
     proc = run_cli("revert", "--repo", root, "--from-markers", check=2)
     assert "journal" in proc.stderr and "mbpatch revert" in proc.stderr
     run_cli("revert", "--repo", root, check=0)
+
+
+def test_generated_yaml_deleted_too(ultralytics_checkout):
+    """Only the code edits and the backbone source are left: the applies are read from parse_model's branch."""
+    root = ultralytics_checkout("8.4.190")
+    before = digest(root)
+    run_cli("apply", "--repo", root, "--backbone", "mobilenetv4_medium", "--arch", "yolo11", "--no-verify", check=0)
+    orphan(root)
+    (root / "ultralytics/cfg/models/11/yolo11-mobilenetv4_medium.yaml").unlink()
+    proc = run_cli("revert", "--repo", root, "--from-markers", "--source", wheel("ultralytics", "8.4.190"), check=0)
+    assert "its yaml is gone" in proc.stdout
+    assert digest(root) == before
