@@ -281,6 +281,9 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
     try:
         root, version = _revert_root(repo)
         journal = Journal(root)
+        if source and not from_markers:
+            raise MbpatchError("--source is the release for --from-markers; a journal's originals need none",
+                               file=str(source), step="revert")
         if from_markers:
             return _revert_from_markers(repo, root, journal, source, force, dry_run, as_json)
         nothing = "no mbpatch journal here: nothing to revert"
