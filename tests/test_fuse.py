@@ -31,7 +31,8 @@ torch = pytest.importorskip("torch")
 CATALOGUE = ["mobilenetv2", "mobilenetv4_small", "mobilenetv4_medium", "mobilenetv4_large",
              "mobilenetv4_hybrid_medium", "mobilenetv4_hybrid_large", "repvit_m1", "repvit_m2", "repvit_m3",
              "repvit_m0_9", "repvit_m1_0", "repvit_m1_1", "repvit_m1_5", "repvit_m2_3"]
-TOL = 1e-4
+TOL = 1e-4  # the maps the head receives (relative to max(1, |map|))
+OUTPUT_TOL = 2e-3  # the detector's outputs, after the head amplifies the maps' float32 rounding (see FUSE_CHECK)
 
 # Run by the checkout's interpreter with its root first on sys.path. argv: root, kind, json [[label, yaml]].
 FUSE_CHECK = r'''
@@ -40,6 +41,7 @@ root, kind, cfgs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 sys.path.insert(0, root)
 import torch, yaml
 torch.set_num_threads(1)
+torch.manual_seed(0)  # the models' initial weights: the same run every time
 spec = importlib.util.spec_from_file_location("verify_child", sys.argv[4])
 verify_child = importlib.util.module_from_spec(spec); spec.loader.exec_module(verify_child)
 
@@ -88,11 +90,13 @@ for label, path in cfgs:
         rec["bn_before"] = sum(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
         model.fuse()
         after = tensors(model(x))
-        # RT-DETR's decoder picks its 300 queries by top-k: a 1e-6 change may swap two near-equal ones, so its
-        # outputs are compared through the maps the decoder receives (everything fuse() changes is before it)
+        # Judged on the maps the head receives: everything the backbone's fold changes is before them. The
+        # random weights and statistics make those maps ~1e6 in size, and a YOLO head's own folded convs and
+        # DFL softmax turn their float32 rounding (~3e-6 relative) into up to ~3e-4 on its outputs, so the
+        # outputs get a looser bound; RT-DETR's decoder picks its 300 queries by top-k, where a 1e-6 change
+        # may swap two near-equal ones, so its outputs are not compared.
         rec["error"] = worst(head_inputs[0], head_inputs[-1])  # fuse() runs its own FLOPs passes between
-        if "rtdetr" not in label:
-            rec["error"] = max(rec["error"], worst(before, after))
+        rec["output_error"] = 0.0 if "rtdetr" in label else worst(before, after)
         rec["bn_after"] = sum(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
         rec["classes_after"] = sorted({type(m).__name__ for m in backbone.modules()})
         mixers = [m.token_mixer for m in backbone.modules() if hasattr(m, "token_mixer")]
@@ -129,6 +133,7 @@ def apply(repo, *args, env=None):
 def assert_folded(label: str, rec: dict):
     assert rec["gradient"]["params"] > 0 and rec["gradient"]["unused"] == [], (label, rec["gradient"])
     assert rec["error"] <= TOL, (label, rec["error"])
+    assert rec["output_error"] <= OUTPUT_TOL, (label, rec["output_error"])
     assert rec["bn_before"] > 0, label
     if "hybrid" in label:  # only the attention pre-norms before a strided depthwise conv stay (not exact)
         assert rec["bn_after"] == 4, (label, rec["bn_after"])
