@@ -237,10 +237,10 @@ def reload_ultralytics(args, result):
 def export_ultralytics(args, result):
     import torch
 
+    torch.manual_seed(0)  # the model's initial weights and the input: the same check every run
     model = _ultralytics_model(args)
     inner = model.model
     inner.pt_path = os.path.join(args["work"], "model.pt")  # the exporter writes next to this name
-    torch.manual_seed(0)
     x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
     inner.eval()
     with torch.no_grad():
