@@ -153,7 +153,28 @@ def _lighter_scales(ctx: Context, target: Target, python: Optional[str]):
     return lighter_scales(ctx.arch, ctx.backbone.id, python)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command's own errors are MbpatchError (one line, exit 2). Anything else is a bug of mbpatch: one line
+    saying so, exit 3, and the traceback only when asked (MBPATCH_DEBUG=1), never a raw traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 (the last line of defence)
+            if os.environ.get("MBPATCH_DEBUG"):
+                raise
+            where = ctx.invoked_subcommand or "mbpatch"
+            report.err.print(
+                f"[bold red]mbpatch:[/] internal error in `{escape(where)}` ({escape(type(e).__name__)}: {escape(str(e))}); "
+                "this is a bug of mbpatch, please report it with the traceback (run again with MBPATCH_DEBUG=1). "
+                "A journal written before it stopped keeps every original: `mbpatch revert` restores them.",
+                soft_wrap=True)
+            sys.exit(3)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mbpatch")
 def main():
     """Swap the backbone of an Ultralytics or YOLOv5 checkout for MobileNetV2, MobileNetV4 or RepViT."""

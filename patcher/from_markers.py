@@ -192,7 +192,7 @@ def _replay(release: Path, co: Checkout, applies: List[Apply], rect_off: bool, w
         p = engine.plan(ctx, recipes)
         for rel, data in p.changes.items():
             path = tree_root / rel
-            for parent in reversed(path.relative_to(tree_root).parents[:-1]):
+            for parent in reversed(list(path.relative_to(tree_root).parents)[:-1]):
                 if not (tree_root / parent).is_dir():
                     dirs.append(parent.as_posix())
             path.parent.mkdir(parents=True, exist_ok=True)
