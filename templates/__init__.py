@@ -49,6 +49,8 @@ CATALOG: Dict[str, Backbone] = {
     b.id: b
     for b in (
         _bb("mobilenetv2", "mobilenetv2", "MobileNetV2", (24, 32, 96, 320), "mobilenetv2_100"),
+        _bb("mobilenetv2_075", "mobilenetv2", "MobileNetV2_075", (24, 24, 72, 240)),
+        _bb("mobilenetv2_050", "mobilenetv2", "MobileNetV2_050", (16, 16, 48, 160)),
         _bb("mobilenetv4_small", "mobilenetv4", "MobileNetV4ConvSmall", (32, 64, 96, 128), "mobilenetv4_conv_small"),
         _bb("mobilenetv4_medium", "mobilenetv4", "MobileNetV4ConvMedium", (48, 80, 160, 256), "mobilenetv4_conv_medium"),
         _bb("mobilenetv4_large", "mobilenetv4", "MobileNetV4ConvLarge", (48, 96, 192, 512), "mobilenetv4_conv_large"),

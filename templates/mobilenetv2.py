@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["MobileNetV2", "mobilenetv2"]
+__all__ = ["MobileNetV2", "mobilenetv2", "MobileNetV2_075", "mobilenetv2_075", "MobileNetV2_050", "mobilenetv2_050"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -45,6 +45,12 @@ def make_divisible(value, divisor=8):
     """Round a channel count to a multiple of `divisor`, never losing more than 10% (as timm does)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def scaled(stages, width):
+    """The stage table with every output width multiplied by `width` and rounded as timm rounds it
+    (`mobilenetv2_050`, `_075`); expansion widths follow from the rounded input widths."""
+    return tuple(row[:-1] + (make_divisible(row[-1] * width),) for row in stages)
 
 
 def output_stages(stages, stem_stride=2):
@@ -166,15 +172,16 @@ class MobileNetV2(nn.Module):
     folds = (("conv_stem", "bn1"),)
 
     arch = STAGES
+    stem_channels = STEM_CHANNELS
     # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
     # AddModules/__init__.py, so the model yaml needs no path argument.
     default_weights = None
 
     def __init__(self, weights=None):
         super().__init__()
-        self.conv_stem = nn.Conv2d(3, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.bn1 = BatchNormAct2d(STEM_CHANNELS)
-        in_chs, stages = STEM_CHANNELS, []
+        self.conv_stem = nn.Conv2d(3, self.stem_channels, 3, 2, 1, bias=False)
+        self.bn1 = BatchNormAct2d(self.stem_channels)
+        in_chs, stages = self.stem_channels, []
         for kind, repeats, kernel, stride, exp_ratio, out_chs in self.arch:
             blocks = []
             for i in range(repeats):
@@ -227,7 +234,24 @@ class MobileNetV2(nn.Module):
         return self
 
 
+class MobileNetV2_075(MobileNetV2):
+    """MobileNetV2 at width 0.75 (timm `mobilenetv2_075`): 24, 24, 72, 240 channels at strides 4-32."""
+
+    arch = scaled(STAGES, 0.75)
+    stem_channels = make_divisible(STEM_CHANNELS * 0.75)
+
+
+class MobileNetV2_050(MobileNetV2):
+    """MobileNetV2 at width 0.5 (timm `mobilenetv2_050`): 16, 16, 48, 160 channels, a quarter of the compute;
+    the one that makes a scale-n detector lighter than its stock backbone."""
+
+    arch = scaled(STAGES, 0.5)
+    stem_channels = make_divisible(STEM_CHANNELS * 0.5)
+
+
 mobilenetv2 = MobileNetV2
+mobilenetv2_075 = MobileNetV2_075
+mobilenetv2_050 = MobileNetV2_050
 
 
 # ---------------------------------------------------------------------------------------------------------

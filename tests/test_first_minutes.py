@@ -190,3 +190,15 @@ def test_doctor_checkout_part_does_not_import_libcst(tmp_path_factory):
             f"r = Report(); _checkout(detect({str(repo)!r}), r); print('libcst' in sys.modules, len(r.findings))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False" and int(out[1]) > 3
+
+
+@pytest.mark.slow
+def test_mobilenetv2_050_makes_yolov8n_lighter(tmp_path_factory):
+    """The half-width MobileNetV2 (timm mobilenetv2_050) is the backbone for scale n: fewer parameters and
+    GFLOPs than the stock yolov8n, measured by the checkout's own build, so apply prints no heavier line."""
+    repo = _copy(tmp_path_factory, "8.4.190", "mnv2h")
+    proc = run_cli("apply", "--repo", repo, "--backbone", "mobilenetv2_050", "--arch", "yolov8", "--json", check=0)
+    doc = json.loads(proc.stdout)
+    v = doc["verification"]
+    assert v["patched"]["params"] < v["stock"]["params"] and v["patched"]["gflops"] < v["stock"]["gflops"]
+    assert doc["heavier_than_stock"] is False

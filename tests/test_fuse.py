@@ -28,7 +28,7 @@ from mbpatch.recipes.fuse_backbone import add_fuse_hook
 
 torch = pytest.importorskip("torch")
 
-CATALOGUE = ["mobilenetv2", "mobilenetv4_small", "mobilenetv4_medium", "mobilenetv4_large",
+CATALOGUE = ["mobilenetv2", "mobilenetv2_075", "mobilenetv2_050", "mobilenetv4_small", "mobilenetv4_medium", "mobilenetv4_large",
              "mobilenetv4_hybrid_medium", "mobilenetv4_hybrid_large", "repvit_m1", "repvit_m2", "repvit_m3",
              "repvit_m0_9", "repvit_m1_0", "repvit_m1_1", "repvit_m1_5", "repvit_m2_3"]
 TOL = 1e-4  # the maps the head receives (relative to max(1, |map|))
