@@ -367,7 +367,7 @@ def _revert_from_markers(repo, root: Path, journal: Journal, source, force: bool
         found = f"replayed {len(rec.applies)} apply(s) [{shown}] on {rec.source}"
         if dry_run:
             doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited, source=rec.source,
-                       applies=[a.__dict__ for a in rec.applies])
+                       applies=[a.__dict__ for a in rec.applies], options=rec.options)
             if as_json:
                 report.dump(doc)
                 return

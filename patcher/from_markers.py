@@ -288,8 +288,8 @@ def recover(repo: str, source: Optional[str] = None) -> Recovery:
 
 
 def _differences(co: Checkout, release: Path, replay: Dict[str, bytes], marks) -> List[str]:
-    """Files where the checkout is neither the replay's bytes nor (for files the replay did not touch) the
-    release's: the marked files and every file the replay changed."""
+    """Your edits, as far as the replay can tell: files the replay wrote that now hold neither its bytes nor
+    the release's, and marked files the replay does not write at all."""
     out = []
     rels = list(dict.fromkeys(list(replay) + [rel for rel, _ in marks]))
     for rel in rels:
