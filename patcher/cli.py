@@ -14,18 +14,11 @@ from rich.markup import escape
 from . import MbpatchError, __version__, engine, report
 from .checkout import Checkout, detect
 from .journal import Journal
+from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
 from .verify import Target
 from .verify import run as run_verify
-
-
-def kind_recipes(kind: str):
-    if kind == "yolov5":
-        from .recipes import yolov5 as kind_module
-    else:
-        from .recipes import ultralytics as kind_module
-    return kind_module
 
 
 def _fail(e: MbpatchError, as_json: bool = False) -> None:

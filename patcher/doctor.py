@@ -29,6 +29,7 @@ from . import MbpatchError, report
 from .checkout import Checkout, detect
 from .engine import LOCK_NAME, holder, plan_revert
 from .journal import DIR, TMP_SUFFIX, Journal, sha256
+from .recipe_index import kind_recipes
 from .recipes import ALREADY, APPLIED, NOT_NEEDED, Context, RecipeError
 from .recipes.families import arch_and_task_of
 from .templates import AVAILABLE, CATALOG, lookup
@@ -192,14 +193,6 @@ def _targets(co: Checkout, entries: List[Dict]) -> List[Target]:
     return unique
 
 
-def _kind_recipes(kind: str):
-    if kind == "yolov5":
-        from .recipes import yolov5 as mod
-    else:
-        from .recipes import ultralytics as mod
-    return mod
-
-
 def _read(co: Checkout, rels: List[str], cache: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
     for rel in rels:
         if rel not in cache:
@@ -252,7 +245,7 @@ def _recipe_state(recipe, ctx: Context, co: Checkout, cache: Dict[str, Optional[
 
 
 def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
-    mod = _kind_recipes(co.kind)
+    mod = kind_recipes(co.kind)
     cache: Dict[str, Optional[str]] = {}
     groups = []
     for t in _targets(co, entries):

@@ -34,6 +34,7 @@ from . import MbpatchError
 from .checkout import detect
 from .checkout_base import Checkout
 from .engine import RevertPlan
+from .recipe_index import kind_recipes
 from .safety import MARK, find_markers
 
 DIST = {"ultralytics": "ultralytics", "yolov5": "yolov5"}
@@ -179,7 +180,7 @@ def _replay(release: Path, co: Checkout, applies: List[Apply], rect_off: bool, w
     from .recipes import Context
     from .templates import lookup
 
-    recipes = _recipes(co.kind).RECIPES
+    recipes = kind_recipes(co.kind).RECIPES
     tree_root = Path(tempfile.mkdtemp(dir=work))
     shutil.rmtree(tree_root)
     shutil.copytree(release, tree_root)
@@ -201,14 +202,6 @@ def _replay(release: Path, co: Checkout, applies: List[Apply], rect_off: bool, w
     return out, dirs
 
 
-def _recipes(kind: str):
-    if kind == "yolov5":
-        from .recipes import yolov5 as module
-    else:
-        from .recipes import ultralytics as module
-    return module
-
-
 def _candidates(co: Checkout, created: Sequence[str]) -> List[List[Apply]]:
     """The apply sequences to try, most likely first: the generated yamls (with both RT-DETR necks), else one
     apply per backbone whose source mbpatch created, for each arch of the release (their yamls were deleted)."""
@@ -220,7 +213,7 @@ def _candidates(co: Checkout, created: Sequence[str]) -> List[List[Apply]]:
         return [[Apply(**{**a.__dict__, "head": h}) for a, h in zip(shown, combo)] for combo in itertools.product(*heads)]
     families = {Path(rel).stem.replace("mbpatch_", "") for rel in created if rel.endswith(".py")}
     backbones = [b for b in _branch_backbones(co) if lookup(b) is not None and lookup(b).family in families]
-    return [[Apply(b, arch, guessed=True) for b in backbones] for arch in _recipes(co.kind).ARCHS] if backbones else []
+    return [[Apply(b, arch, guessed=True) for b in backbones] for arch in kind_recipes(co.kind).ARCHS] if backbones else []
 
 
 def _branch_backbones(co: Checkout) -> List[str]:

@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 
+def kind_recipes(kind: str):
+    """The recipe package of a checkout kind (`RECIPES`, `ARCHS`, ...); importing it imports libcst."""
+    if kind == "yolov5":
+        from .recipes import yolov5 as module
+    else:
+        from .recipes import ultralytics as module
+    return module
+
 
 def _recipes_dir() -> Path:
     from . import recipes  # the package itself is cheap: libcst is imported where a recipe parses
