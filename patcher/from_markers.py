@@ -19,7 +19,6 @@ files differ from the release's and every one of them is reported.
 
 from __future__ import annotations
 
-import itertools
 import re
 import shutil
 import subprocess
@@ -121,6 +120,7 @@ def _yaml_applies(co: Checkout, created: Sequence[str]) -> List[Apply]:
     import yaml
 
     from .recipes.families import arch_and_task_of
+    from .recipes.ultralytics.model_yaml import LIGHT_OUT
     from .templates import CATALOG
 
     ids = sorted(CATALOG, key=len, reverse=True)
@@ -140,28 +140,28 @@ def _yaml_applies(co: Checkout, created: Sequence[str]) -> List[Apply]:
         stock = stem[: -len(bid) - 1]
         arch, task = arch_and_task_of(d, stock, co.kind)
         nc = int(d.get("nc", 80)) if isinstance(d, dict) and str(d.get("nc", 80)).isdigit() else 80
-        scale = stock.split("-")[1] if arch == "rtdetr" and "-" in stock else "n"
-        out.append(Apply(bid, arch, task, nc, scale if scale in ("l", "x") else "l" if arch == "rtdetr" else "n"))
+        scale = ("x" if stock.endswith("-x") else "l") if arch == "rtdetr" else "n"
+        head = "light" if path.name == LIGHT_OUT.format(id=bid) else "stock"  # the light neck has its own name
+        out.append(Apply(bid, arch, task, nc, scale, head))
     return out
 
 
-def _order(co: Checkout, applies: List[Apply]) -> List[Apply]:
-    """Applies in the order their backbones' names appear in the model-building file (the branch lists the
-    first apply's names first)."""
-    from .templates import lookup
+def _first_mentions(co: Checkout) -> Dict[str, int]:
+    """catalogue id -> where one of its names first appears, as a whole word, in the model-building file:
+    parse_model's branch lists the first apply's names first (`MobileNetV2` is not found in `MobileNetV2_050`)."""
+    from .templates import CATALOG
 
     text = co.read(co.files.get("tasks") or co.files.get("yolo")) or ""
+    out = {}
+    for bid, bb in CATALOG.items():
+        hits = [m.start() for m in (re.search(rf"\b{re.escape(n)}\b", text) for n in bb.names) if m]
+        if hits:
+            out[bid] = min(hits)
+    return out
 
-    def first(a: Apply) -> int:
-        names = getattr(lookup(a.backbone), "names", ()) or ()
-        hits = [text.find(n) for n in names if text.find(n) >= 0]
-        return min(hits) if hits else len(text)
 
-    return sorted(applies, key=first)
-
-
-def _weights_path(co: Checkout) -> Optional[str]:
-    for rel, _ in find_markers(co):
+def _weights_path(co: Checkout, marks: Sequence[Tuple[str, int]]) -> Optional[str]:
+    for rel, _ in marks:
         if rel.endswith("__init__.py"):
             found = re.search(r"default_weights\s*=\s*r?['\"]([^'\"]+)['\"]", (co.root / rel).read_text(encoding="utf-8"))
             if found:
@@ -203,30 +203,32 @@ def _replay(release: Path, co: Checkout, applies: List[Apply], rect_off: bool, w
 
 
 def _candidates(co: Checkout, created: Sequence[str]) -> List[List[Apply]]:
-    """The apply sequences to try, most likely first: the generated yamls (with both RT-DETR necks), else one
-    apply per backbone whose source mbpatch created, for each arch of the release (their yamls were deleted)."""
+    """The apply sequences to try: the one the generated yamls show, in the order parse_model names their
+    backbones; when the yamls are gone, one apply per backbone whose source mbpatch created, tried with each
+    arch of the release."""
     from .templates import lookup
 
-    shown = _order(co, _yaml_applies(co, created))
+    first = _first_mentions(co)
+    shown = sorted(_yaml_applies(co, created), key=lambda a: first.get(a.backbone, float("inf")))
     if shown:
-        heads = [("stock", "light") if a.arch == "rtdetr" else ("stock",) for a in shown]
-        return [[Apply(**{**a.__dict__, "head": h}) for a, h in zip(shown, combo)] for combo in itertools.product(*heads)]
+        return [shown]
     families = {Path(rel).stem.replace("mbpatch_", "") for rel in created if rel.endswith(".py")}
-    backbones = [b for b in _branch_backbones(co) if lookup(b) is not None and lookup(b).family in families]
+    backbones = [b for b in sorted(first, key=first.get) if lookup(b).family in families]
     return [[Apply(b, arch, guessed=True) for b in backbones] for arch in kind_recipes(co.kind).ARCHS] if backbones else []
 
 
-def _branch_backbones(co: Checkout) -> List[str]:
-    from .templates import CATALOG, lookup
+class _Bytes:
+    """The bytes of a tree's files by path (None: no such file), each read once: every candidate replay is
+    compared with the same checkout and the same release."""
 
-    text = co.read(co.files.get("tasks") or co.files.get("yolo")) or ""
-    found = []
-    for bid in CATALOG:
-        bb = lookup(bid)
-        pos = [text.find(n) for n in getattr(bb, "names", ()) if re.search(rf"\b{re.escape(n)}\b", text)]
-        if pos:
-            found.append((min(pos), bid))
-    return [bid for _, bid in sorted(found)]
+    def __init__(self, root: Path):
+        self.root, self._read = root, {}
+
+    def __call__(self, rel: str) -> Optional[bytes]:
+        if rel not in self._read:
+            path = self.root / rel
+            self._read[rel] = path.read_bytes() if path.is_file() else None
+        return self._read[rel]
 
 
 def recover(repo: str, source: Optional[str] = None) -> Recovery:
@@ -240,11 +242,12 @@ def recover(repo: str, source: Optional[str] = None) -> Recovery:
     with tempfile.TemporaryDirectory(prefix="mbpatch-release-") as tmp:
         work = Path(tmp)
         release, label = release_tree(co, source, work)
-        missing = [rel for rel, line in marks if line != 1 and not (release / rel).is_file()]
+        now, original = _Bytes(co.root), _Bytes(release)
+        missing = [rel for rel, line in marks if line != 1 and original(rel) is None]
         if missing:
             raise MbpatchError(f"{', '.join(missing)} carry mbpatch's marker but are not files of {label}: is this "
                                f"checkout {co.kind} {release_version(co)}?", file=missing[0], step="from-markers")
-        weights = _weights_path(co)
+        weights = _weights_path(co, marks)
         best, best_score, failed = None, None, None
         for applies in _candidates(co, created):
             for rect_off in (False, True):  # rect=False carries no marker: the replay that matches more files wins
@@ -253,8 +256,8 @@ def recover(repo: str, source: Optional[str] = None) -> Recovery:
                 except MbpatchError as e:  # a guess this release cannot build (an arch it lacks): try the next
                     failed = e
                     continue
-                diff = _differences(co, release, replay, marks)
-                same = sum((co.root / rel).is_file() and (co.root / rel).read_bytes() == data for rel, data in replay.items())
+                diff = _differences(now, original, replay, marks)
+                same = sum(now(rel) == data for rel, data in replay.items())
                 score = (len(diff), -same)
                 if best_score is None or score < best_score:
                     best, best_score = (diff, applies, rect_off, replay, dirs), score
@@ -265,32 +268,23 @@ def recover(repo: str, source: Optional[str] = None) -> Recovery:
                                "release", file=marks[0][0], step="from-markers")
         diff, applies, rect_off, replay, dirs = best
         rp = RevertPlan(entries=len(applies))
-        for rel, data in replay.items():
-            original = (release / rel).read_bytes() if (release / rel).is_file() else None
-            now = (co.root / rel).read_bytes() if (co.root / rel).is_file() else None
-            if now == original:
+        for rel in replay:
+            if now(rel) == original(rel):
                 rp.already.append(rel)
-                continue
-            rp.restore[rel] = original
-        for rel in diff:
-            if rel not in rp.restore:
-                rp.restore[rel] = (release / rel).read_bytes() if (release / rel).is_file() else None
-            rp.edited.append(rel)
+            else:
+                rp.restore[rel] = original(rel)
+        for rel in diff:  # your edits: restored too (with --force, after your copy is saved)
+            rp.restore[rel] = original(rel)
+        rp.edited = list(diff)
         rp.dirs = [d for d in dict.fromkeys(dirs) if not (release / d).is_dir()]
         return Recovery(rp, label, applies, {"rect_off": rect_off, "weights": weights})
 
 
-def _differences(co: Checkout, release: Path, replay: Dict[str, bytes], marks) -> List[str]:
+def _differences(now: _Bytes, original: _Bytes, replay: Dict[str, bytes], marks) -> List[str]:
     """Your edits, as far as the replay can tell: files the replay wrote that now hold neither its bytes nor
     the release's, and marked files the replay does not write at all."""
     out = []
-    rels = list(dict.fromkeys(list(replay) + [rel for rel, _ in marks]))
-    for rel in rels:
-        now = (co.root / rel).read_bytes() if (co.root / rel).is_file() else None
-        if rel in replay:
-            original = (release / rel).read_bytes() if (release / rel).is_file() else None
-            if now not in (replay[rel], original):
-                out.append(rel)
-        else:  # marked, but the replay does not make this file: not ours as it stands
+    for rel in dict.fromkeys(list(replay) + [rel for rel, _ in marks]):
+        if rel not in replay or now(rel) not in (replay[rel], original(rel)):
             out.append(rel)
     return sorted(out)

@@ -99,3 +99,16 @@ def test_generated_yaml_deleted_too(ultralytics_checkout):
     proc = run_cli("revert", "--repo", root, "--from-markers", "--source", wheel("ultralytics", "8.4.190"), check=0)
     assert "its yaml is gone" in proc.stdout
     assert digest(root) == before
+
+
+def test_applies_ordered_by_whole_names(ultralytics_checkout):
+    """mobilenetv2_050 applied before mobilenetv2: `MobileNetV2` must not be found inside `MobileNetV2_050`, or
+    the replay would register the names in another order than the checkout holds."""
+    root = ultralytics_checkout("8.4.190")
+    before = digest(root)
+    run_cli("apply", "--repo", root, "--backbone", "mobilenetv2_050", "--arch", "yolov8", "--no-verify", check=0)
+    run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolo11", "--no-verify", check=0)
+    orphan(root)
+    proc = run_cli("revert", "--repo", root, "--from-markers", "--source", wheel("ultralytics", "8.4.190"), check=0)
+    assert "[mobilenetv2_050 (yolov8), mobilenetv2 (yolo11)]" in " ".join(proc.stdout.split())
+    assert digest(root) == before
