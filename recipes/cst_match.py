@@ -133,10 +133,18 @@ def _field_names(node_type: type) -> Tuple[str, ...]:
     return names
 
 
+_ORDER: Dict[type, Tuple[str, ...]] = {}
+
+
 def _walk_order(node: cst.CSTNode) -> Tuple[str, ...]:
-    names = _field_names(type(node))
-    first = _SOURCE_ORDER.get(type(node).__name__)
-    return first + tuple(n for n in names if n not in first) if first else names
+    """A node type's fields in source order, worked out once per type (findall calls it for every node)."""
+    node_type = type(node)
+    order = _ORDER.get(node_type)
+    if order is None:
+        names = _field_names(node_type)
+        first = _SOURCE_ORDER.get(node_type.__name__, ())
+        order = _ORDER[node_type] = first + tuple(n for n in names if n not in first)
+    return order
 
 
 def children(node: cst.CSTNode):
@@ -220,4 +228,4 @@ def __getattr__(name: str) -> Callable[..., NodePattern]:
 
 
 __all__ = ("BaseMatcherNode", "MatchIfTrue", "OneOf", "ZeroOrMore", "findall", "matches", "replace",
-                          "replace_node", "children")
+           "replace_node", "children")
