@@ -153,8 +153,10 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
+        except KeyboardInterrupt as e:  # a command without its own handler: one line too, never "Aborted!"
+            _interrupted(e, ctx.invoked_subcommand or "mbpatch", "", False)
         except Exception as e:  # noqa: BLE001 (the last line of defence)
             if os.environ.get("MBPATCH_DEBUG"):
                 raise
@@ -207,6 +209,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
             raise MbpatchError(f"unknown --arch '{arch}'; choose one of: {', '.join(ALL_ARCHS)}", file=str(repo), step="arch")
         co = detect(repo)
         safety.refuse_installed(co, allow_installed)
+        safety.check_inputs(co, arch.lower(), nc, head, data)
         ctx = make_context(co, backbone, arch.lower(), nc, scale, head, rect_off, style, weights, task)
         ctx.replace_existing = replace_existing
         ctx.data = data  # only the printed snippet uses it
@@ -262,7 +265,7 @@ def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) 
     """One line for a Ctrl-C / SIGTERM: what state the checkout is in. Exit 130 (SIGINT) or 143 (SIGTERM)."""
     signum = getattr(e, "signum", 2)
     name = getattr(e, "name", "SIGINT")
-    msg = f"interrupted ({name}) during {command}: {state}"
+    msg = f"interrupted ({name}) during {command}" + (f": {state}" if state else "")
     if as_json:
         report.dump({"ok": False, "error": msg, "step": "interrupted"})
     else:
@@ -305,7 +308,8 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
             from . import safety
 
             safety.refuse_orphaned(detect(repo), [], command="revert")
-        if not journal.exists() and not _leftovers(root) and engine.holder(root) is None:
+        stale_lock = (root / engine.LOCK_NAME).exists() or (root / engine.LOCK_NAME).is_symlink()
+        if not journal.exists() and not _leftovers(root) and not stale_lock:
             report.dump({"ok": True, "restored": [], "note": nothing}) if as_json else report.console.print(nothing)
             return
         with engine.Lock(root):  # another run may be writing right now: wait for it (or refuse)
@@ -315,8 +319,9 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
             if not journal.exists():  # an apply killed before its journal was written: it changed no file
                 if not dry_run:
                     journal.remove(keep_edited=True)
-                msg = ("no mbpatch journal here, only what an interrupted apply left in .mbpatch/ before it changed "
-                       "any file" + ("; it would be removed" if dry_run else "; removed it"))
+                msg = ("no mbpatch journal here, only leftovers in .mbpatch/ (of an apply stopped before it changed any "
+                       "file, or of a revert stopped after it had restored every file)"
+                       + ("; they would be removed" if dry_run else "; removed them"))
                 report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
                 return
             rp = engine.plan_revert(root, version=version, gone=version is None)

@@ -25,9 +25,9 @@ try:
 except ImportError:  # pragma: no cover (Windows)
     fcntl = None
 
-from . import MbpatchError
+from . import MbpatchError, stop
 from .checkout import Checkout
-from .journal import TMP_SUFFIX, Journal, _hook, atomic_write, sha256
+from .journal import NOFOLLOW, TMP_SUFFIX, Journal, _hook, atomic_write, sha256
 from .recipes import Context, Recipe, RecipeError, Sources
 
 
@@ -68,12 +68,22 @@ class Plan:
         return "".join(chunks)
 
 
-def _inside(co: Checkout, rel: str) -> Path:
-    """The absolute path of `rel`, refusing anything that would leave the checkout."""
+def _inside(co: Checkout, rel: str, step: str = "plan") -> Path:
+    """The absolute path of `rel`, refusing anything that would leave the checkout or pass through a symbolic
+    link: a linked file or folder is refused up front, never patched through (revert could not give it back
+    as the link it was)."""
     path = (co.root / rel).resolve()
     root = co.root.resolve()
     if root != path and root not in path.parents:
-        raise MbpatchError("refusing to write outside the checkout", file=rel, step="plan")
+        raise MbpatchError("refusing to write outside the checkout", file=rel, step=step)
+    here = co.root
+    for part in Path(rel).parts:
+        here = here / part
+        if here.is_symlink():
+            raise MbpatchError(
+                f"{'is' if here == co.root / rel else 'lies under'} a symbolic link ({here.relative_to(co.root).as_posix()} -> "
+                f"{os.readlink(here)}); mbpatch does not patch through links and nothing was changed: replace the link "
+                "with a copy of what it points to, then apply again", file=rel, step=step)
     return co.root / rel
 
 
@@ -98,7 +108,7 @@ def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
         for rel in targets:
             if rel in texts:
                 continue
-            path = _inside(co, rel)
+            path = _inside(co, rel, recipe.name)
             data = path.read_bytes() if path.is_file() else None
             originals[rel] = data
             try:
@@ -110,10 +120,10 @@ def plan(ctx: Context, recipes: List[Recipe]) -> Plan:
         except RecipeError as e:
             raise MbpatchError(str(e), file=_blame(e, targets, str(co.root)), step=recipe.name) from None
         for rel, text in outcome.texts.items():
-            _inside(co, rel)
+            _inside(co, rel, recipe.name)
             texts.set_text(rel, text)
         for rel, module in outcome.modules.items():
-            _inside(co, rel)
+            _inside(co, rel, recipe.name)
             texts.set_module(rel, module)
         steps.append(Step(recipe.name, recipe.step, outcome.status, outcome.detail, sorted({**outcome.texts, **outcome.modules})))
     result = Plan(co, steps, originals, dict(texts.items()))
@@ -164,45 +174,60 @@ class Lock:
     def __enter__(self):
         deadline = time.monotonic() + self.wait
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise MbpatchError(f"cannot create the lock file ({e.strerror}): is the checkout writable?",
-                                   file=str(self.path), step="lock") from None
-            if fcntl is None:  # no flock on this platform: the file alone is the lock (see _excl)
-                os.close(fd)
-                return self._excl(deadline)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+            # a signal is held while the lock is taken (never a lock file left by a Ctrl-C in between) and
+            # raised once it is released again; the wait between tries stays interruptible
+            with stop.held() as sig:
+                taken = self._try()
+            if sig.got:
+                if taken is self:
+                    self.__exit__()
+                sig.reraise()
+            if taken is self:
+                return self
+            if taken == "busy":
                 if time.monotonic() > deadline:
-                    raise self._busy() from None
+                    raise self._busy()
                 time.sleep(0.1)
-                continue
-            try:  # the holder unlinks the file before it lets go: make sure we locked the current one
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
+
+    def _try(self):
+        """One attempt: self (taken), "busy" (another run holds it) or "again" (retry at once)."""
+        try:  # never through a link: a planted `.mbpatch.lock -> elsewhere` is removed, not written through
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+        except OSError as e:
+            if self.path.is_symlink():
+                self.path.unlink()
+                return "again"
+            raise MbpatchError(f"cannot create the lock file ({e.strerror}): is the checkout writable?",
+                               file=str(self.path), step="lock") from None
+        if fcntl is None:  # no flock on this platform: the file alone is the lock (see _excl)
+            os.close(fd)
+            return self._excl(time.monotonic() + self.wait)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return "busy"
+        try:  # the holder unlinks the file before it lets go: make sure we locked the current one
+            same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return "again"
+        try:
+            os.ftruncate(fd, 0)
+            _hook("lock", self.path)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as e:  # a full disk, a quota: leave no empty lock behind
             try:
-                os.ftruncate(fd, 0)
-                _hook("lock", self.path)
-                os.write(fd, str(os.getpid()).encode())
-            except BaseException as e:  # a full disk, a quota, a Ctrl-C: leave no empty lock behind
-                try:
-                    self.path.unlink()
-                except OSError:
-                    pass
-                os.close(fd)
-                if not isinstance(e, OSError):
-                    raise
-                raise MbpatchError(f"cannot write the lock file ({e.strerror}); nothing was changed ({_what_to_do(e)}, "
-                                   "then run the command again)", file=str(self.path), step="lock") from None
-            self._fd = fd
-            return self
+                self.path.unlink()
+            except OSError:
+                pass
+            os.close(fd)
+            raise MbpatchError(f"cannot write the lock file ({e.strerror}); nothing was changed ({_what_to_do(e)}, "
+                               "then run the command again)", file=str(self.path), step="lock") from None
+        self._fd = fd
+        return self
 
     def _busy(self) -> MbpatchError:
         pid = holder(self.path.parent)
@@ -226,13 +251,17 @@ class Lock:
             time.sleep(0.1)
 
     def __exit__(self, *exc):
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        if self._fd is not None:
-            os.close(self._fd)  # releases the flock
-            self._fd = None
+        with stop.held() as sig:  # unlink and close are never split by a signal (no lock file left behind)
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            if self._fd is not None:
+                os.close(self._fd)  # releases the flock
+                self._fd = None
+        if not (exc and exc[0] is not None):  # when already unwinding, that exception is the one reported
+            sig.reraise()
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -252,7 +281,7 @@ def holder(root: Path) -> Optional[int]:
     """
     path = root / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
     except OSError:
         return None
     try:
@@ -469,13 +498,8 @@ def plan_revert(root: Path, version: Optional[str] = None, gone: bool = False) -
         for f in e["files"]:
             rel = f["path"]
             if rel not in rp.restore:
-                try:
-                    rp.restore[rel] = None if f["new"] else journal.original(e, rel)
-                except OSError:
-                    raise MbpatchError(
-                        f"its original copy is missing from {journal.dir.name}/originals/{e['id']}/, so revert cannot "
-                        "restore it; restore the file with git (or reinstall), then delete .mbpatch/",
-                        file=rel, step="revert") from None
+                # every original is read and checked against its recorded sha256 before any byte is written
+                rp.restore[rel] = None if f["new"] else journal.verified_original(e, f)
             elif f["sha_before"] not in ok[rel]:  # the chain is broken: edited between the two applies
                 rp.between.append((int(e["id"]), rel))
             accept = {f["sha_after"]}

@@ -45,11 +45,20 @@ def sha256(data: Optional[bytes]) -> Optional[str]:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, keeping the file's permission bits."""
+    """Write via a temp file in the same folder and rename, keeping the file's permission bits.
+
+    The temp file is created exclusively and never through a link (O_EXCL | O_NOFOLLOW): a leftover or
+    planted `.<name>.mbpatch-tmp` (a killed run's, or a symlink) is removed first, never written through.
+    """
     tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     mode = path.stat().st_mode & 0o7777 if path.exists() else None
+    if tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
+    created = False
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644 if mode is None else mode)
+        created = True
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -57,9 +66,13 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.chmod(tmp, mode)
         _hook("before-rename", path)
         os.replace(tmp, path)
+        created = False
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if created:
+            tmp.unlink(missing_ok=True)
+
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _hook(point: str, path: Path) -> None:
@@ -103,24 +116,25 @@ class Journal:
         return self.file.is_file()
 
     def load(self) -> Dict:
+        """The journal, checked as a schema before any of it is used (see `check`): a journal that fails is
+        refused whole, exit 2, before anything is written."""
+        if self.dir.is_symlink():
+            raise untrusted(self.dir, f"{DIR} is a symbolic link (mbpatch never creates one)")
         if not self.file.is_file():
             return {"format": FORMAT, "mbpatch": __version__, "entries": []}
         try:
             data = json.loads(self.file.read_text(encoding="utf-8"))
-            assert isinstance(data, dict) and isinstance(data.get("entries"), list)
-        except (ValueError, AssertionError):
-            raise MbpatchError(
-                "the mbpatch journal is corrupted; restore the files with git (or from .mbpatch/originals/) "
-                "and delete .mbpatch/",
-                file=str(self.file),
-                step="journal",
-            ) from None
-        if int(data.get("format", 0)) > FORMAT:
+        except (ValueError, OSError) as e:
+            raise untrusted(self.file, f"corrupted: not valid JSON ({type(e).__name__})") from None
+        if isinstance(data, dict) and _is_int(data.get("format")) and data["format"] > FORMAT:
             raise MbpatchError(
                 f"the journal was written by a newer mbpatch ({data.get('mbpatch')}); upgrade mbpatch to revert it",
                 file=str(self.file),
                 step="journal",
             )
+        problem = check(data, self.root)
+        if problem:
+            raise untrusted(self.file, problem)
         return data
 
     def entries(self) -> List[Dict]:
@@ -128,6 +142,26 @@ class Journal:
 
     def original(self, entry: Dict, rel: str) -> bytes:
         return (self.dir / "originals" / str(entry["id"]) / rel).read_bytes()
+
+    def verified_original(self, entry: Dict, record: Dict) -> bytes:
+        """The saved original of `record` (a file record of `entry`), refused unless its sha256 is the one
+        recorded at apply: revert never writes back bytes it cannot vouch for."""
+        rel = record["path"]
+        where = f"{DIR}/originals/{entry['id']}/{rel}"
+        try:
+            data = self.original(entry, rel)
+        except OSError:
+            raise MbpatchError(
+                f"its saved original {where} is missing, so revert cannot restore it; nothing was reverted: restore "
+                f"the checkout with git (`git checkout -- {rel}` and remove what mbpatch added), or move {DIR}/ away and "
+                "run `mbpatch revert --from-markers`", file=rel, step="revert") from None
+        if sha256(data) != record["sha_before"]:
+            raise MbpatchError(
+                f"its saved original {where} does not match the sha256 recorded at apply (damaged or replaced: "
+                f"{len(data)} bytes); nothing was reverted: restore the checkout with git (`git checkout -- {rel}` and "
+                f"remove what mbpatch added), or move {DIR}/ away and run `mbpatch revert --from-markers`",
+                file=rel, step="revert")
+        return data
 
     # --- writing -------------------------------------------------------------------------------------------
     def _save(self, data: Dict) -> None:
@@ -196,15 +230,132 @@ class Journal:
         _rmtree(self.dir / "originals" / str(entry["id"]))
 
     def remove(self, keep_edited: bool = True) -> None:
-        """Delete the journal and originals; copies saved by `revert --force` stay."""
-        if not self.dir.exists():
+        """Delete the journal and originals; copies saved by `revert --force` stay.
+
+        journal.json goes first: once it is gone nothing claims the originals, so a run killed half-way leaves
+        only unreferenced leftovers (removed by the next `mbpatch revert`), never a journal whose originals
+        are missing.
+        """
+        if not self.dir.exists() or self.dir.is_symlink():
             return
-        for child in self.dir.iterdir():
+        if self.file.exists() or self.file.is_symlink():
+            self.file.unlink()
+        for child in sorted(self.dir.iterdir(), key=lambda c: c.name != "originals"):
             if keep_edited and child.name.startswith(KEEP_PREFIXES):
                 continue
             _rmtree(child)
         if not any(self.dir.iterdir()):
             self.dir.rmdir()
+
+
+# --- checking --------------------------------------------------------------------------------------------
+
+_HEX = frozenset("0123456789abcdef")
+TOP_FIELDS = {"format": int, "mbpatch": str, "entries": list}
+# an entry's fields and their types (None allowed where apply may record None); other fields are refused
+ENTRY_FIELDS = {
+    "id": int, "time": str, "mbpatch": str, "state": str, "dirs": list, "files": list, "backbone": str,
+    "arch": str, "task": str, "nc": int, "scale": str, "head": str, "style": str, "weights": (str, type(None)),
+    "recipes": dict, "kind": str, "version": (str, type(None)),
+}
+FILE_FIELDS = {"path": str, "new": bool, "sha_before": (str, type(None)), "sha_after": str}
+STATES = ("pending", "done")
+
+
+def untrusted(path: Path, why: str) -> MbpatchError:
+    return MbpatchError(
+        f"not a journal mbpatch can trust ({why}); nothing was changed: restore the checkout with git (or reinstall "
+        f"the release), or move {DIR}/ away and run `mbpatch revert --from-markers`", file=str(path), step="journal")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_sha(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and set(v) <= _HEX
+
+
+def _typed(value, want) -> bool:
+    kinds = want if isinstance(want, tuple) else (want,)
+    if int in kinds and not _is_int(value):
+        return isinstance(value, tuple(k for k in kinds if k is not int))
+    return isinstance(value, kinds)
+
+
+def confined(rel, root: Path) -> Optional[str]:
+    """Why `rel` is not a path revert may write (None when it is): relative, normalised, inside the checkout,
+    not mbpatch's own files, and through no symbolic link to a folder."""
+    if not isinstance(rel, str) or not rel:
+        return "a path that is not a non-empty string"
+    if "\x00" in rel or "\\" in rel or rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        return f"an absolute or foreign path {rel!r}"
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return f"a path that is not normalised or leaves the checkout {rel!r}"
+    if parts[0] in (DIR, ".mbpatch.lock", ".git"):
+        return f"a path inside mbpatch's or git's own files {rel!r}"
+    folder = root
+    for part in parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            return f"a path through the symbolic link {folder.relative_to(root).as_posix()!r}"
+    return None
+
+
+def check(data, root: Path) -> Optional[str]:
+    """What is wrong with a loaded journal (None: nothing). Every field revert uses, with its type; paths
+    confined to the checkout (`confined`); ids unique; hashes 64 hex digits; format known."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, value in data.items():
+        if key not in TOP_FIELDS:
+            return f"unknown field {key!r}"
+        if not _typed(value, TOP_FIELDS[key]):
+            return f"field {key!r} has the wrong type"
+    if "entries" not in data:
+        return "no entries"
+    if data.get("format", 1) not in (1, FORMAT):
+        return f"unknown format {data.get('format')!r}"
+    ids = set()
+    for n, e in enumerate(data["entries"]):
+        where = f"entry {n + 1}"
+        if not isinstance(e, dict):
+            return f"{where} is not an object"
+        for key in ("id", "state", "files"):
+            if key not in e:
+                return f"{where} has no {key!r}"
+        for key, value in e.items():
+            if key not in ENTRY_FIELDS:
+                return f"{where}: unknown field {key!r}"
+            if not _typed(value, ENTRY_FIELDS[key]):
+                return f"{where}: field {key!r} has the wrong type"
+        if e["id"] < 1 or e["id"] in ids:
+            return f"{where}: id {e['id']} is not a new positive number"
+        ids.add(e["id"])
+        if e["state"] not in STATES:
+            return f"{where}: unknown state {e['state']!r}"
+        for d in e.get("dirs", []):
+            why = confined(d, root)
+            if why:
+                return f"{where}: dirs holds {why}"
+        seen = set()
+        for f in e["files"]:
+            if not isinstance(f, dict) or set(f) != set(FILE_FIELDS):
+                return f"{where}: a file record without exactly the fields {', '.join(FILE_FIELDS)}"
+            for key, want in FILE_FIELDS.items():
+                if not _typed(f[key], want):
+                    return f"{where}: field {key!r} of a file has the wrong type"
+            why = confined(f["path"], root)
+            if why:
+                return f"{where}: {why}"
+            if f["path"] in seen:
+                return f"{where}: {f['path']!r} is recorded twice"
+            seen.add(f["path"])
+            if not _is_sha(f["sha_after"]) or (f["new"] != (f["sha_before"] is None)) or \
+                    (f["sha_before"] is not None and not _is_sha(f["sha_before"])):
+                return f"{where}: the sha256 of {f['path']!r} is not 64 hex digits (or does not fit 'new')"
+    return None
 
 
 def _rmtree(path: Path) -> None:

@@ -180,3 +180,21 @@ def check_weights(ctx) -> None:
         detail = "; ".join(ln[:200] for ln in lines[1:]) or lines[0]
         raise MbpatchError(f"--weights does not fit {ctx.backbone.cls} ({detail}); nothing was changed",
                            file=str(path), step="weights") from None
+
+
+MAX_NC = 10000  # more classes than any public dataset has; 10,000,000 made verify try 4 GB allocations
+
+
+def check_inputs(co: Checkout, arch: str, nc: int, head: str, data: Optional[str]) -> None:
+    """Options that would be accepted and then fail (or be silently ignored) later: refused before any write."""
+    if nc > MAX_NC:
+        raise MbpatchError(f"--nc {nc} is more classes than mbpatch accepts ({MAX_NC}); nothing was changed",
+                           file=str(co.root), step="nc")
+    if head != "stock" and arch != "rtdetr":
+        raise MbpatchError(f"--head {head} is an RT-DETR neck; --arch {arch} has no such option (leave --head out)",
+                           file=str(co.root), step="head")
+    if data and ("/" in data or "\\" in data or data.startswith(("~", "."))):  # a path, not a dataset name
+        path = Path(data).expanduser()
+        if not path.is_file():
+            raise MbpatchError("--data: no such dataset yaml (pass an existing file, or a dataset name such as coco8.yaml)",
+                               file=data, step="data")

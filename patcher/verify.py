@@ -69,6 +69,10 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         proc.kill()
         proc.wait()
         return {"ok": False, "error": f"verification timed out after {timeout:.0f} s"}
+    except BaseException:  # Ctrl-C / SIGTERM (stop.Stopped): the child ends with its parent, never outlives it
+        proc.kill()
+        proc.wait()
+        raise
     for r in readers:
         r.join(timeout=30)
     stdout = "".join(out)
