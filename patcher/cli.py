@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from . import MbpatchError, __version__, engine, report
 from .checkout import Checkout, detect
-from .journal import Journal
+from .journal import KEEP_PREFIXES, Journal
 from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
@@ -276,7 +276,10 @@ def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) 
 def _leftovers(root: Path) -> bool:
     """Anything an apply killed before its journal existed may have left: .mbpatch/ (beyond --force copies)."""
     folder = root / ".mbpatch"
-    return folder.is_dir() and any(not c.name.startswith("edited-") for c in folder.iterdir())
+    if not folder.is_dir():
+        return False
+    children = list(folder.iterdir())  # an empty one too: the run was killed right after creating it
+    return not children or any(not c.name.startswith(KEEP_PREFIXES) for c in children)
 
 
 def _co_json(co: Checkout) -> Dict:

@@ -72,10 +72,6 @@ def _inside(co: Checkout, rel: str, step: str = "plan") -> Path:
     """The absolute path of `rel`, refusing anything that would leave the checkout or pass through a symbolic
     link: a linked file or folder is refused up front, never patched through (revert could not give it back
     as the link it was)."""
-    path = (co.root / rel).resolve()
-    root = co.root.resolve()
-    if root != path and root not in path.parents:
-        raise MbpatchError("refusing to write outside the checkout", file=rel, step=step)
     here = co.root
     for part in Path(rel).parts:
         here = here / part
@@ -84,6 +80,10 @@ def _inside(co: Checkout, rel: str, step: str = "plan") -> Path:
                 f"{'is' if here == co.root / rel else 'lies under'} a symbolic link ({here.relative_to(co.root).as_posix()} -> "
                 f"{os.readlink(here)}); mbpatch does not patch through links and nothing was changed: replace the link "
                 "with a copy of what it points to, then apply again", file=rel, step=step)
+    path = (co.root / rel).resolve()
+    root = co.root.resolve()
+    if root != path and root not in path.parents:
+        raise MbpatchError("refusing to write outside the checkout", file=rel, step=step)
     return co.root / rel
 
 

@@ -152,7 +152,7 @@ class Journal:
             data = self.original(entry, rel)
         except OSError:
             raise MbpatchError(
-                f"its saved original {where} is missing, so revert cannot restore it; nothing was reverted: restore "
+                f"its original copy is missing ({where}), so revert cannot restore it; nothing was reverted: restore "
                 f"the checkout with git (`git checkout -- {rel}` and remove what mbpatch added), or move {DIR}/ away and "
                 "run `mbpatch revert --from-markers`", file=rel, step="revert") from None
         if sha256(data) != record["sha_before"]:
@@ -264,8 +264,9 @@ STATES = ("pending", "done")
 
 def untrusted(path: Path, why: str) -> MbpatchError:
     return MbpatchError(
-        f"not a journal mbpatch can trust ({why}); nothing was changed: restore the checkout with git (or reinstall "
-        f"the release), or move {DIR}/ away and run `mbpatch revert --from-markers`", file=str(path), step="journal")
+        f"not a journal mbpatch can trust ({why}); nothing was changed: restore the checkout with git (or from "
+        f"{DIR}/originals/ by hand), or move {DIR}/ away and run `mbpatch revert --from-markers`",
+        file=str(path), step="journal")
 
 
 def _is_int(v) -> bool:

@@ -1,0 +1,315 @@
+"""The journal is checked, not trusted (issue 14), on a real Ultralytics 8.4.190 checkout.
+
+- a seeded fuzz of journal.json (truncated, wrong types, unknown format and fields, `..`, absolute paths, a path
+  through a symlinked folder, hashes that do not match): every one refused with exit 2 and one line, and no
+  byte outside `.mbpatch/` changes, inside the checkout or beside it;
+- damaged saved originals: refused before any byte is written back;
+- symlinks: a planted lock or temp-file link is never written through; a symlinked target is refused up front;
+- a stale lock is removed by revert and named by doctor; Ctrl-C / SIGTERM give one line and 130 / 143;
+- inputs refused before anything is written (--nc, --head, --data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import run_cli, tree_digest, unpacked
+from mbpatch import cli
+
+V = "8.4.190"
+TASKS = "ultralytics/nn/tasks.py"
+YAML = "ultralytics/cfg/models/v8/yolov8-mobilenetv2.yaml"
+ADD = "ultralytics/nn/AddModules"
+UNTRUSTED = "not a journal mbpatch can trust"
+
+
+def outside_and_checkout(base: Path) -> dict:
+    """Every file under `base` (the checkout and the files beside it), mbpatch's journal folder left out."""
+    return {k: v for k, v in tree_digest(base).items() if "/.mbpatch/" not in f"/{k}"}
+
+
+def one_line(text: str) -> str:
+    assert "Traceback" not in text, text
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def invoke(*args):
+    """The CLI in this process (fast, for the many fuzz cases); returns (exit code, output)."""
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def patched(tmp_path_factory):
+    """(base, root, journal text): 8.4.190 under base/, patched once, with base/precious.txt beside it."""
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo-config")))
+    base = tmp_path_factory.mktemp("trust")
+    root = base / "checkout"
+    shutil.copytree(unpacked("ultralytics", V, "ultralytics"), root)
+    (base / "precious.txt").write_text("mine\n")
+    (base / "elsewhere").mkdir()
+    (base / "elsewhere" / "tasks.py").write_text("# not the checkout's\n")
+    pristine = tree_digest(root)
+    code, out = invoke("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify")
+    assert code == 0, out
+    os.symlink(base / "elsewhere", root / "ultralytics" / "linked")  # a symlinked folder inside the checkout
+    return base, root, (root / ".mbpatch/journal.json").read_text(), pristine
+
+
+def _mutations(journal: dict, rng: random.Random):
+    """(name, journal text) pairs: seeded damage of every kind the issue lists."""
+    def copy():
+        return json.loads(json.dumps(journal))
+
+    text = json.dumps(journal, indent=1)
+    for _ in range(6):
+        cut = rng.randrange(1, len(text) - 1)
+        yield f"truncated at {cut}", text[:cut]
+    yield "empty file", ""
+    yield "a list", "[]"
+    for fmt in (0, 3, "2", None, 2.5):
+        j = copy()
+        j["format"] = fmt
+        yield f"format {fmt!r}", json.dumps(j)
+    j = copy()
+    j["hello"] = 1
+    yield "unknown top-level field", json.dumps(j)
+    wrong = [1, "x", None, [], {}, True, -1, 1.5]
+    entry_fields = sorted(journal["entries"][0])
+    for _ in range(12):
+        j = copy()
+        key = rng.choice(entry_fields)
+        value = rng.choice(wrong)
+        if isinstance(j["entries"][0][key], type(value)) and not isinstance(value, bool):
+            continue
+        j["entries"][0][key] = value
+        yield f"entry field {key} = {value!r}", json.dumps(j)
+    file_fields = sorted(journal["entries"][0]["files"][0])
+    for _ in range(10):
+        j = copy()
+        f = rng.choice(j["entries"][0]["files"])
+        key = rng.choice(file_fields)
+        f[key] = rng.choice(wrong)
+        yield f"file field {key} = {f[key]!r}", json.dumps(j)
+    for bad in ("../precious.txt", "ultralytics/../../precious.txt", "/etc/passwd", "ultralytics//nn/tasks.py",
+                "./ultralytics/nn/tasks.py", "ultralytics/linked/tasks.py", ".mbpatch/journal.json", "",
+                "C:/x.py", "ultralytics\\nn\\tasks.py"):
+        for field in ("path", "dirs"):
+            j = copy()
+            if field == "path":
+                rng.choice(j["entries"][0]["files"])["path"] = bad
+            else:
+                j["entries"][0]["dirs"] = [bad]
+            yield f"{field} {bad!r}", json.dumps(j)
+    for _ in range(4):
+        j = copy()
+        f = rng.choice([f for f in j["entries"][0]["files"] if not f["new"]] or j["entries"][0]["files"])
+        key = "sha_before" if not f["new"] else "sha_after"
+        f[key] = f[key][:-1] + ("0" if f[key][-1] != "0" else "1")
+        yield f"{key} of {f['path']} does not match", json.dumps(j)
+    j = copy()
+    j["entries"].append(copy()["entries"][0])
+    yield "the same entry id twice", json.dumps(j)
+    j = copy()
+    j["entries"][0]["state"] = "half"
+    yield "unknown state", json.dumps(j)
+    j = copy()
+    del j["entries"][0]["files"][0]["sha_after"]
+    yield "a file record without sha_after", json.dumps(j)
+
+
+def test_fuzzed_journals_are_refused_and_nothing_is_written(patched):
+    base, root, good, _ = patched
+    journal = json.loads(good)
+    before = outside_and_checkout(base)
+    rng = random.Random(14)
+    cases = list(_mutations(journal, rng))
+    assert len(cases) >= 60
+    matched = 0
+    for name, text in cases:
+        (root / ".mbpatch/journal.json").write_text(text)
+        for command in (("revert",), ("revert", "--force"), ("revert", "--dry-run")):
+            code, out = invoke(*command, "--repo", root)
+            assert code == 2, f"{name}: `{' '.join(command)}` exit {code}\n{out}"
+            line = one_line(out)
+            assert any(w in line for w in (UNTRUSTED, "does not match the sha256", "newer mbpatch")), f"{name}: {line}"
+            matched += "does not match" in line
+        assert outside_and_checkout(base) == before, f"{name}: a byte outside .mbpatch/ changed"
+    assert matched == 3 * 4  # the four sha mismatches name the hash, the rest the journal
+    (root / ".mbpatch/journal.json").write_text(good)
+
+
+def test_damaged_original_is_never_written_back(patched):
+    base, root, good, _ = patched
+    original = root / ".mbpatch/originals/1" / TASKS
+    saved = original.read_bytes()
+    before = outside_and_checkout(base)
+    try:
+        with open(original, "r+b") as fh:  # `truncate -s 50000`
+            fh.truncate(50000)
+        code, out = invoke("revert", "--repo", root, "--force")
+        assert code == 2
+        line = one_line(out)
+        assert f"{TASKS}: [revert]" in line and "does not match the sha256 recorded" in line
+        assert "--from-markers" in line and "git" in line
+        assert outside_and_checkout(base) == before  # tasks.py keeps its patched bytes: nothing written
+        assert (root / ".mbpatch/journal.json").read_text() == good
+    finally:
+        original.write_bytes(saved)
+
+
+def test_crafted_journal_cannot_reach_outside(patched, tmp_path):
+    """A `.mbpatch/` copied from elsewhere naming ../precious.txt: refused, precious.txt untouched."""
+    base, root, good, _ = patched
+    journal = json.loads(good)
+    journal["entries"][0]["files"].append({"path": "../precious.txt", "new": True, "sha_before": None,
+                                           "sha_after": "0" * 64})
+    (root / ".mbpatch/journal.json").write_text(json.dumps(journal))
+    try:
+        proc = run_cli("revert", "--repo", root, env={"YOLO_CONFIG_DIR": str(tmp_path)})
+        assert proc.returncode == 2
+        assert UNTRUSTED in one_line(proc.stderr) and "'../precious.txt'" in proc.stderr
+        assert (base / "precious.txt").read_text() == "mine\n"
+    finally:
+        (root / ".mbpatch/journal.json").write_text(good)
+
+
+def test_good_journal_reverts_after_the_fuzz(patched):
+    """The same checkout, its journal put back: revert gives the original tree (the fuzz changed nothing)."""
+    base, root, good, pristine = patched
+    os.unlink(root / "ultralytics" / "linked")
+    code, out = invoke("revert", "--repo", root)
+    assert code == 0, out
+    assert tree_digest(root) == pristine
+
+
+# --- symlinks ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    root = tmp_path / "checkout"
+    shutil.copytree(unpacked("ultralytics", V, "ultralytics"), root)
+    (tmp_path / "victim.txt").write_text("victim\n")
+    return root
+
+
+def _apply(root, *extra):
+    return invoke("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify", *extra)
+
+
+def test_planted_links_are_never_written_through(fresh):
+    root = fresh
+    victim = root.parent / "victim.txt"
+    pristine = tree_digest(root)
+    os.symlink(victim, root / ".mbpatch.lock")
+    tmp_name = root / "ultralytics/nn/.tasks.py.mbpatch-tmp"
+    os.symlink(victim, tmp_name)
+    code, out = _apply(root)
+    assert code == 0, out
+    assert victim.read_text() == "victim\n"
+    assert not (root / TASKS).is_symlink() and "# mbpatch:" in (root / TASKS).read_text()
+    assert not os.path.lexists(tmp_name) and not os.path.lexists(root / ".mbpatch.lock")
+    code, out = invoke("revert", "--repo", root)
+    assert code == 0, out
+    assert tree_digest(root) == pristine and victim.read_text() == "victim\n"
+
+
+def test_symlinked_target_is_refused_up_front(fresh):
+    """Decision: a file apply would patch that is a symlink (or lies under one) is refused, never patched
+    through: revert could not give the link back as it was."""
+    root = fresh
+    real = root.parent / "tasks-real.py"
+    shutil.move(root / TASKS, real)
+    os.symlink(real, root / TASKS)
+    before = tree_digest(root.parent)
+    code, out = _apply(root)
+    assert code == 2
+    line = one_line(out)
+    assert TASKS in line and "symbolic link" in line and "nothing was changed" in line
+    assert tree_digest(root.parent) == before and not (root / ".mbpatch").exists()
+    assert (root / TASKS).is_symlink()
+
+
+# --- locks and signals ------------------------------------------------------------------------------------
+
+
+def test_stale_lock_is_named_by_doctor_and_removed_by_revert(fresh, tmp_path):
+    from mbpatch.doctor import diagnose, to_json
+
+    root = fresh
+    pristine = tree_digest(root)
+    (root / ".mbpatch.lock").write_text("999999")  # a killed run's: nobody holds its flock
+    doc = to_json(diagnose(str(root), environment=False))
+    lock = [c for c in doc["checks"] if c["item"] == "lock"]
+    assert lock and ".mbpatch.lock" in lock[0]["detail"] and "killed" in lock[0]["detail"]
+    proc = run_cli("revert", "--repo", root, env={"YOLO_CONFIG_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert not (root / ".mbpatch.lock").exists()
+    assert tree_digest(root) == pristine
+
+
+def test_sigterm_while_taking_the_lock(fresh, tmp_path):
+    root = fresh
+    pristine = tree_digest(root)
+    proc = run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify",
+                   env={"MBPATCH_CRASH_AT": "lock:1:SIGTERM", "YOLO_CONFIG_DIR": str(tmp_path)})
+    assert proc.returncode == 143
+    line = one_line(proc.stderr)
+    assert "interrupted (SIGTERM)" in line and "nothing was written" in line
+    assert tree_digest(root) == pristine and not (root / ".mbpatch.lock").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_at_startup_is_one_line(fresh, tmp_path, sig):
+    """A signal while mbpatch is still importing: one line, 128 + signal, no traceback, nothing written."""
+    root = fresh
+    pristine = tree_digest(root)
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mbpatch", "apply", "--repo", str(root), "--backbone", "mobilenetv2",
+                             "--arch", "yolov8", "--no-verify"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    time.sleep(0.3)  # while it imports (any moment must give the same outcome)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:  # the run finished before the signal: nothing to judge; revert
+        run_cli("revert", "--repo", root, check=0)
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err + out
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+    assert not (root / ".mbpatch.lock").exists()
+    if (root / ".mbpatch").exists():  # stopped after the write phase began: the patch is whole; revert
+        run_cli("revert", "--repo", root, check=0)
+    assert tree_digest(root) == pristine
+
+
+# --- inputs -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,step,words", [
+    (("--arch", "yolov8", "--nc", "10000000"), "nc", "more classes"),
+    (("--arch", "yolov8", "--head", "light"), "head", "RT-DETR neck"),
+    (("--arch", "yolov8", "--data", "/missing/data.yaml"), "data", "no such dataset yaml"),
+])
+def test_inputs_refused_before_any_write(fresh, args, step, words):
+    root = fresh
+    pristine = tree_digest(root)
+    code, out = invoke("apply", "--repo", root, "--backbone", "mobilenetv2", "--no-verify", *args)
+    assert code == 2
+    line = one_line(out)
+    assert f"[{step}]" in line and words in line
+    assert tree_digest(root) == pristine and not (root / ".mbpatch").exists()
