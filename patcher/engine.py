@@ -469,6 +469,9 @@ class RevertPlan:
     kept: Dict[str, bytes] = field(default_factory=dict)
     upgraded: Optional[Tuple[str, str]] = None  # (version the journal recorded, version on disk now)
     gone: bool = False  # the package itself is gone (pip uninstall): only mbpatch's leftovers are undone
+    # (file left as it is now, file of mbpatch's revert would delete that it still imports): reverting would
+    # leave a checkout that cannot import, so revert refuses
+    still_imported: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def blocked(self) -> List[str]:
@@ -520,7 +523,29 @@ def plan_revert(root: Path, version: Optional[str] = None, gone: bool = False) -
                 rp.kept[rel] = original  # the upgrade (or pip) wrote this file: never put the old bytes back
             else:
                 rp.edited.append(rel)
+    deleted = [rel for rel, data in rp.restore.items() if data is None and rel.endswith(".py")]
+    for rel in rp.kept:
+        path = root / rel
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        rp.still_imported += [(rel, d) for d in deleted if _imports(text, d)]
     return rp
+
+
+def _imports(text: str, rel: str) -> bool:
+    """Whether Python source `text` names the module at `rel` (`pkg/AddModules/x.py` as `AddModules.x`, or
+    the package `pkg/AddModules/__init__.py` as `AddModules`) in an import statement."""
+    parts = rel[: -len(".py")].split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    if not parts:
+        return False
+    name = parts[-1] if len(parts) < 2 else ".".join(parts[-2:])
+    for line in text.splitlines():
+        words = line.split("#")[0].strip()
+        if words.startswith(("import ", "from ")) and (f"{name} " in f"{words} " or f".{parts[-1]} " in f"{words} "
+                                                         or f" {parts[-1]} " in f"{words} " or f"{name}." in words):
+            return True
+    return False
 
 
 def _stamp_dir(root: Path, prefix: str) -> Path:
@@ -554,6 +579,12 @@ def revert(root: Path, rp: RevertPlan, force: bool = False) -> RevertResult:
         raise MbpatchError(
             "; ".join(parts) + "; revert refused (use --force to save your copies under .mbpatch/ and revert anyway)",
             file=rp.blocked[0], step="revert")
+    if rp.still_imported and not (rp.upgraded and force):
+        kept, module = rp.still_imported[0]
+        raise MbpatchError(
+            f"is kept as it is now (replaced by an upgrade or a merge), but it still imports {module}, which revert "
+            "would delete: the checkout could not import; nothing was reverted: restore it to the release's version "
+            f"(`git checkout -- {kept}`), then run `mbpatch revert` again", file=kept, step="revert")
     if rp.upgraded and force:  # --force: the old release's files go back too (the current ones are saved)
         rp.edited += [rel for rel in rp.kept if rel not in rp.edited]
         rp.kept = {}

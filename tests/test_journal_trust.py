@@ -313,3 +313,35 @@ def test_inputs_refused_before_any_write(fresh, args, step, words):
     line = one_line(out)
     assert f"[{step}]" in line and words in line
     assert tree_digest(root) == pristine and not (root / ".mbpatch").exists()
+
+
+# --- revert never leaves a checkout that cannot import ----------------------------------------------------
+
+
+def test_upgrade_with_patched_file_brought_back_is_refused(tmp_path):
+    """Applied on 8.3.100, then upgraded to 8.4.190 (`git reset --hard`: the untracked AddModules/ and yaml
+    stay) and a `git stash pop` brings back a patched tasks.py: revert would keep tasks.py (the upgrade's
+    business) and delete the AddModules/ it imports. It refuses, nothing written; after the printed way out
+    (tasks.py back to the release's), revert finishes and the tree is 8.4.190's."""
+    root = tmp_path / "checkout"
+    shutil.copytree(unpacked("ultralytics", "8.3.100", "ultralytics"), root)
+    code, out = _apply(root)
+    assert code == 0, out
+    stashed = (root / TASKS).read_text() + "# my experiment\n"
+    new = unpacked("ultralytics", V, "ultralytics")
+    shutil.rmtree(root / "ultralytics" / "cfg")  # the upgrade's files, over the old ones (untracked ones stay)
+    shutil.copytree(new / "ultralytics", root / "ultralytics", dirs_exist_ok=True)
+    (root / TASKS).write_text(stashed)
+    before = tree_digest(root)
+    code, out = invoke("revert", "--repo", root)
+    assert code == 2
+    line = one_line(out)
+    assert f"{TASKS}: [revert]" in line and "still imports" in line and f"git checkout -- {TASKS}" in line
+    assert tree_digest(root) == before
+    shutil.copy(new / TASKS, root / TASKS)  # the way out the line prints
+    code, out = invoke("revert", "--repo", root)
+    assert code == 0, out
+    now = {k: v for k, v in tree_digest(root).items() if not k.startswith(".mbpatch/")}
+    want = tree_digest(new)
+    assert {k: v for k, v in now.items() if k in want} == want
+    assert not (root / ADD).exists() and not (root / YAML).exists()
