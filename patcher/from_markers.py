@@ -109,8 +109,23 @@ def release_tree(co: Checkout, source: Optional[str], work: Path) -> Tuple[Path,
     if found is None or not found.is_dir():
         raise MbpatchError(f"--source holds no `{name}/` package (give a wheel or the folder that contains it)",
                            file=str(source_path), step="from-markers")
+    theirs = _source_version(found)
+    if theirs != release_version(co):  # another release's files would be written: never, --force or not
+        raise MbpatchError(f"--source is release {theirs or 'unknown'} (its {name}/__init__.py), not this checkout's "
+                           f"{release_version(co)}; nothing was changed: pass {dist}'s wheel or folder",
+                           file=str(source_path), step="from-markers")
     shutil.copytree(found, dest / pkg_rel, ignore=shutil.ignore_patterns("__pycache__"))
     return dest, label
+
+
+def _source_version(package: Path) -> Optional[str]:
+    """The release number `package/__init__.py` declares (`__version__ = "8.4.190"`), or None."""
+    try:
+        text = (package / "__init__.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"""^__version__\s*=\s*['"](\d+(?:\.\d+)*)""", text, re.M)
+    return found.group(1) if found else None
 
 
 # --- what the checkout shows ----------------------------------------------------------------------------------
@@ -213,7 +228,8 @@ def _candidates(co: Checkout, created: Sequence[str]) -> List[List[Apply]]:
     if shown:
         return [shown]
     families = {Path(rel).stem.replace("mbpatch_", "") for rel in created if rel.endswith(".py")}
-    backbones = [b for b in sorted(first, key=first.get) if lookup(b).family in families]
+    # no created file left either (`git clean -fdx`): the backbones the model-building file names
+    backbones = [b for b in sorted(first, key=first.get) if not families or lookup(b).family in families]
     return [[Apply(b, arch, guessed=True) for b in backbones] for arch in kind_recipes(co.kind).ARCHS] if backbones else []
 
 

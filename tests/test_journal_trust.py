@@ -345,3 +345,29 @@ def test_upgrade_with_patched_file_brought_back_is_refused(tmp_path):
     want = tree_digest(new)
     assert {k: v for k, v in now.items() if k in want} == want
     assert not (root / ADD).exists() and not (root / YAML).exists()
+
+
+# --- revert --from-markers ------------------------------------------------------------------------------
+
+
+def test_from_markers_refuses_another_release_and_recovers_after_git_clean(fresh):
+    """`--source` of another release is refused, --force or not; after `git clean -fdx` (journal, yaml and
+    AddModules/ gone) the markers left in tasks.py are enough to give back the release's exact bytes."""
+    root = fresh
+    pristine = tree_digest(root)
+    code, out = _apply(root)
+    assert code == 0, out
+    for gone in (".mbpatch", ADD):
+        shutil.rmtree(root / gone)
+    (root / YAML).unlink()
+    before = tree_digest(root)
+    other = unpacked("ultralytics", "8.3.100", "ultralytics")
+    for force in ((), ("--force",)):
+        code, out = invoke("revert", "--repo", root, "--from-markers", "--source", other, *force)
+        assert code == 2
+        line = one_line(out)
+        assert "[from-markers]" in line and "8.3.100" in line and "not this checkout's 8.4.190" in line
+        assert tree_digest(root) == before
+    code, out = invoke("revert", "--repo", root, "--from-markers", "--source", unpacked("ultralytics", V, "ultralytics"))
+    assert code == 0, out
+    assert tree_digest(root) == pristine
