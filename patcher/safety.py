@@ -198,3 +198,35 @@ def check_inputs(co: Checkout, arch: str, nc: int, head: str, data: Optional[str
         if not path.is_file():
             raise MbpatchError("--data: no such dataset yaml (pass an existing file, or a dataset name such as coco8.yaml)",
                                file=data, step="data")
+
+
+def refuse_name_clash(co: Checkout, names, changes: Dict[str, bytes], originals: Dict[str, Optional[bytes]],
+                      replace_existing: bool) -> None:
+    """A name of the backbone (`MobileNetV2`) that a file apply edits already binds to the user's own class
+    (defined there, or imported from elsewhere than mbpatch's AddModules/): apply would import mbpatch's over
+    it, silently. Refused before any write unless --replace-existing says to use mbpatch's."""
+    import ast
+
+    if replace_existing:
+        return
+    for rel, before in originals.items():
+        if before is None or rel not in changes or not rel.endswith(".py"):
+            continue
+        try:
+            tree = ast.parse(before)
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            bound = []
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                bound = [node.name]
+            elif isinstance(node, ast.ImportFrom) and "AddModules" not in (node.module or ""):
+                bound = [a.asname or a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                bound = [a.asname or a.name.split(".")[0] for a in node.names]
+            clash = [n for n in bound if n in names]
+            if clash:
+                raise MbpatchError(
+                    f"already has its own {clash[0]} (line {node.lineno}); apply would import mbpatch's {clash[0]} over "
+                    "it and your models would silently build mbpatch's; nothing was changed: rename yours, or pass "
+                    "--replace-existing to use mbpatch's", file=rel, step="add_modules")

@@ -371,3 +371,29 @@ def test_from_markers_refuses_another_release_and_recovers_after_git_clean(fresh
     code, out = invoke("revert", "--repo", root, "--from-markers", "--source", unpacked("ultralytics", V, "ultralytics"))
     assert code == 0, out
     assert tree_digest(root) == pristine
+
+
+# --- a user's class of the same name ----------------------------------------------------------------------
+
+
+def test_users_class_imported_into_tasks_is_refused(fresh):
+    """`class MobileNetV2` of the user's in nn/modules/block.py, imported into tasks.py: apply would shadow
+    it with mbpatch's. Refused up front, nothing written; --replace-existing applies and reverts exactly."""
+    root = fresh
+    block = root / "ultralytics/nn/modules/block.py"
+    block.write_text(block.read_text() + "\n\nclass MobileNetV2:  # the user's own\n    pass\n")
+    tasks = root / TASKS
+    text = tasks.read_text()
+    at = text.index("\nfrom ultralytics.nn.modules import")
+    tasks.write_text(text[:at] + "\nfrom ultralytics.nn.modules.block import MobileNetV2" + text[at:])
+    users = tree_digest(root)
+    code, out = _apply(root)
+    assert code == 2
+    line = one_line(out)
+    assert f"{TASKS}: [add_modules]" in line and "own MobileNetV2" in line and "--replace-existing" in line
+    assert tree_digest(root) == users and not (root / ".mbpatch").exists()
+    code, out = _apply(root, "--replace-existing")
+    assert code == 0, out
+    code, out = invoke("revert", "--repo", root)
+    assert code == 0, out
+    assert tree_digest(root) == users
