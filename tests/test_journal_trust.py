@@ -397,3 +397,37 @@ def test_users_class_imported_into_tasks_is_refused(fresh):
     code, out = invoke("revert", "--repo", root)
     assert code == 0, out
     assert tree_digest(root) == users
+
+
+def _children(pid: int) -> list:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc (Linux)")
+def test_sigterm_during_verify_ends_the_child_too(fresh, tmp_path):
+    """`kill <mbpatch>` while verify's child builds the model: one line, exit 143, and the child is gone."""
+    root = fresh
+    code, out = _apply(root)
+    assert code == 0, out
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mbpatch", "verify", "--repo", str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    child = []
+    while not child and time.monotonic() < deadline and proc.poll() is None:
+        child = _children(proc.pid)
+        time.sleep(0.05)
+    assert child, "verify started no child process"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "interrupted (SIGTERM)" in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+    time.sleep(0.2)
+    for pid in child:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z", f"child {pid} outlived mbpatch"
+    assert not (root / ".mbpatch.lock").exists()
