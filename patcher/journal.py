@@ -191,6 +191,10 @@ class Journal:
 
     def _begin(self, data: Dict, entry_id: int, meta: Dict, files: Dict[str, Optional[bytes]],
                new: Dict[str, bytes], dirs: List[str]) -> None:
+        originals = self.dir / "originals"
+        if originals.is_symlink():  # never written through: mbpatch creates no link
+            originals.unlink()
+        _rmtree(originals / str(entry_id))  # a leftover of a run killed before its entry was recorded
         for rel, before in files.items():
             if before is not None:
                 dest = self.dir / "originals" / str(entry_id) / rel
