@@ -431,3 +431,18 @@ def test_sigterm_during_verify_ends_the_child_too(fresh, tmp_path):
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z", f"child {pid} outlived mbpatch"
     assert not (root / ".mbpatch.lock").exists()
+
+
+def test_sigint_at_the_lock_when_started_with_sigint_ignored(fresh, tmp_path):
+    """A shell script's background job starts with SIGINT ignored; a loaded machine's test runner can too
+    (issue 17: `lock:1:SIGINT` then ran through to "4 file(s) written"). mbpatch installs its own handler
+    first, so the Ctrl-C still stops it before anything is written, whatever the parent ignored."""
+    root = fresh
+    pristine = tree_digest(root)
+    proc = subprocess.run([sys.executable, "-m", "mbpatch", "apply", "--repo", str(root), "--backbone", "mobilenetv2",
+                           "--arch", "yolov8", "--no-verify"], capture_output=True, text=True,
+                          env={**os.environ, "MBPATCH_CRASH_AT": "lock:1:SIGINT", "YOLO_CONFIG_DIR": str(tmp_path)},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.returncode == 130, proc.stdout[-500:] + proc.stderr
+    assert "nothing was written" in one_line(proc.stderr)
+    assert tree_digest(root) == pristine and not (root / ".mbpatch.lock").exists()
