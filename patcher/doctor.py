@@ -364,7 +364,7 @@ def _journal(co: Checkout, rep: Report) -> List[Dict]:
     except (MbpatchError, OSError) as e:
         rep.add("journal", "journal", "fail", f"cannot plan a revert: {e}", "restore the files with git and delete .mbpatch/")
         return entries
-    if rp.already and len(rp.already) < len(rp.restore):
+    if rp.already and len(rp.already) < len(rp.restore) and all(e.get("state") == "done" for e in entries):
         rep.add("journal", "half reverted", "warn", f"already back to their original bytes: {', '.join(rp.already)} "
                 "(a revert was interrupted?)", "`mbpatch revert` finishes it")
     if rp.upgraded:

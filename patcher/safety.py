@@ -53,15 +53,18 @@ def refuse_upgraded(co: Checkout, entries: List[Dict]) -> None:
 
 def edited_since_last(co: Checkout, entries: List[Dict]) -> List[str]:
     """Files whose bytes differ from what the last entry writing them left (edited by hand since)."""
-    last: Dict[str, Dict] = {}
+    accept: Dict[str, set] = {}
     for e in entries:
         for f in e["files"]:
-            last[f["path"]] = f
+            ok = {f["sha_after"]}
+            if e.get("state") != "done":  # a killed apply may not have written it yet: still as before is no edit
+                ok |= accept.get(f["path"], {f["sha_before"]})
+            accept[f["path"]] = ok
     out = []
-    for rel, f in last.items():
+    for rel, ok in accept.items():
         path = co.root / rel
         now = sha256(path.read_bytes()) if path.is_file() else None
-        if now != f["sha_after"]:
+        if now not in ok:
             out.append(rel)
     return out
 

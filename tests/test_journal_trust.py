@@ -446,3 +446,21 @@ def test_sigint_at_the_lock_when_started_with_sigint_ignored(fresh, tmp_path):
     assert proc.returncode == 130, proc.stdout[-500:] + proc.stderr
     assert "nothing was written" in one_line(proc.stderr)
     assert tree_digest(root) == pristine and not (root / ".mbpatch.lock").exists()
+
+
+def test_killed_apply_is_not_called_half_reverted_nor_an_edit(fresh, tmp_path):
+    """Killed after two of four files: doctor says the apply was interrupted (never "half reverted"); a re-apply
+    does not call the yaml it never wrote "changed since mbpatch last patched it"; revert gives the tree back."""
+    from mbpatch.doctor import diagnose, to_json
+
+    root = fresh
+    pristine = tree_digest(root)
+    env = {"YOLO_CONFIG_DIR": str(tmp_path)}
+    args = ("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify")
+    assert run_cli(*args, env={**env, "MBPATCH_CRASH_AT": "before-write:3"}).returncode == 99
+    items = {c["item"]: c for c in to_json(diagnose(str(root), environment=False))["checks"]}
+    assert "half reverted" not in items and "killed half-way" in items["apply #1"]["detail"]
+    proc = run_cli(*args, env=env, check=0)
+    assert "changed since mbpatch last patched it" not in proc.stdout.replace("\n", "")
+    run_cli("revert", "--repo", root, env=env, check=0)
+    assert tree_digest(root) == pristine
