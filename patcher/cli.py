@@ -275,7 +275,7 @@ def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) 
 
 
 def _leftovers(root: Path) -> bool:
-    """Anything an apply killed before its journal existed may have left: .mbpatch/ (beyond --force copies)."""
+    """What a run killed outside its journal's life left in .mbpatch/ (beyond the copies kept for the user)."""
     folder = root / ".mbpatch"
     if not folder.is_dir():
         return False
@@ -312,8 +312,8 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
             from . import safety
 
             safety.refuse_orphaned(detect(repo), [], command="revert")
-        stale_lock = (root / engine.LOCK_NAME).exists() or (root / engine.LOCK_NAME).is_symlink()
-        if not journal.exists() and not _leftovers(root) and not stale_lock:
+        lock_file = os.path.lexists(root / engine.LOCK_NAME)  # a killed run's is taken over and removed below
+        if not journal.exists() and not _leftovers(root) and not lock_file:
             report.dump({"ok": True, "restored": [], "note": nothing}) if as_json else report.console.print(nothing)
             return
         with engine.Lock(root):  # another run may be writing right now: wait for it (or refuse)
