@@ -223,7 +223,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
             safety.refuse_orphaned(co, entries)
             edited = safety.edited_since_last(co, entries)
             p = engine.plan(ctx, recipes)
-            safety.refuse_name_clash(co, ctx.backbone.names, p.changes, p.originals, replace_existing)
+            safety.refuse_name_clash(co, ctx.backbone, p.changes, p.originals, replace_existing)
             doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
                        dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
             if dry_run:

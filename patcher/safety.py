@@ -203,7 +203,7 @@ def check_inputs(co: Checkout, arch: str, nc: int, head: str, data: Optional[str
                                file=data, step="data")
 
 
-def refuse_name_clash(co: Checkout, names, changes: Dict[str, bytes], originals: Dict[str, Optional[bytes]],
+def refuse_name_clash(co: Checkout, backbone, changes: Dict[str, bytes], originals: Dict[str, Optional[bytes]],
                       replace_existing: bool) -> None:
     """A name of the backbone (`MobileNetV2`) that a file apply edits already binds to the user's own class
     (defined there, or imported from elsewhere than mbpatch's AddModules/): apply would import mbpatch's over
@@ -212,6 +212,10 @@ def refuse_name_clash(co: Checkout, names, changes: Dict[str, bytes], originals:
 
     if replace_existing:
         return
+    names = set(backbone.names)
+    # where the backbone's names may come from without shadowing anything: mbpatch's own source files (or a
+    # tutorial's file of the same name, which the add_modules recipes keep and use)
+    ours = ("AddModules", backbone.family, f"mbpatch_{backbone.family}")
     for rel, before in originals.items():
         if before is None or rel not in changes or not rel.endswith(".py"):
             continue
@@ -223,7 +227,7 @@ def refuse_name_clash(co: Checkout, names, changes: Dict[str, bytes], originals:
             bound = []
             if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
                 bound = [node.name]
-            elif isinstance(node, ast.ImportFrom) and "AddModules" not in (node.module or ""):
+            elif isinstance(node, ast.ImportFrom) and not set((node.module or "").split(".")) & set(ours):
                 bound = [a.asname or a.name for a in node.names]
             elif isinstance(node, ast.Import):
                 bound = [a.asname or a.name.split(".")[0] for a in node.names]
