@@ -66,10 +66,10 @@ def model_path(target: Target, arch: str) -> str:
     return str(path)
 
 
-def child(args: Dict, python: Optional[str], timeout: float) -> Dict:
+def child(args: Dict, python: Optional[str], timeout: float, script: Path = CHILD) -> Dict:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
     env.pop("PYTHONPATH", None)
-    cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
+    cmd = [python or sys.executable, str(script), json.dumps(args)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=args["work"])
@@ -77,14 +77,14 @@ def child(args: Dict, python: Optional[str], timeout: float) -> Dict:
         raise MbpatchError("interpreter not found; pass --python the python of your training environment",
                            file=str(python), step="verify") from None
     except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"{args['mode']} timed out after {timeout:.0f} s"}
+        return {"ok": False, "error": f"{args.get('mode', 'export')} timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
             result = json.loads(line[len(MARKER):])
             break
     else:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        result = {"ok": False, "error": f"the {args['mode']} process died: " + " | ".join(tail)}
+        result = {"ok": False, "error": f"the {args.get('mode', 'export')} process died: " + " | ".join(tail)}
     result["process_s"] = time.perf_counter() - t0
     if not result.get("ok"):
         result["stderr_tail"] = proc.stderr.strip().splitlines()[-20:]
