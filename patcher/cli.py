@@ -459,8 +459,9 @@ def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--train", "train", is_flag=True,
               help="also train 1 epoch on a generated dataset with the checkout's trainer, validate, reload best.pt")
-@click.option("--export", "export", default=None, type=click.Choice(["onnx"]),
-              help="also export with the checkout's exporter and compare onnxruntime with PyTorch")
+@click.option("--export", "export", default=None, metavar="FORMAT[,FORMAT...]|all",
+              help="also export (onnx, torchscript, openvino, ncnn, ... or all) with the checkout's exporter, the stock "
+                   "model alongside, and compare each format's runtime with PyTorch")
 @click.option("--imgsz", default=64, show_default=True, help="image size for --train / --export")
 @click.option("--epochs", default=1, show_default=True, help="epochs for --train")
 @click.option("--batch", default=8, show_default=True, help="batch size for --train")
@@ -494,7 +495,7 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
 
 def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch, task, work) -> int:
     """verify --train / --export: the checkout's own trainer and exporter (patcher/train.py)."""
-    from .train import export_check, task_of_yaml, train_check
+    from .train import task_of_yaml, train_check
 
     target = verify_target(ctx)
     if model_yaml:
@@ -507,10 +508,14 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
         if not as_json:
             report.training(doc["train"])
     if export:
-        doc["export"] = export_check(target, ctx.arch, export, python, imgsz, work)
-        code = code or (0 if doc["export"]["ok"] else 1)
+        from .export import export_formats_check, onnx_view, parse_formats, print_exports
+
+        doc["exports"] = export_formats_check(target, ctx.arch, parse_formats(export), python, imgsz, work)
+        code = code or (0 if doc["exports"]["ok"] else 1)
+        if onnx_view(doc["exports"]):  # the `--export onnx` document of earlier releases
+            doc["export"] = onnx_view(doc["exports"])
         if not as_json:
-            report.exported(doc["export"])
+            print_exports(doc["exports"])
     return code
 
 

@@ -127,3 +127,56 @@ def onnx_view(doc: Dict) -> Optional[Dict]:
     ex["onnx_shape"] = ex.get("out_shape")
     return dict(format="onnx", work=doc["work"], model=doc["model"], imgsz=doc["imgsz"], export=ex,
                 wall_s=doc["wall_s"], ok=row["verdict"] == "match")
+
+
+def _cell(row: Optional[Dict]) -> str:
+    if not row:
+        return ""
+    if row.get("error"):
+        return "error: " + row["error"].splitlines()[0][:160]
+    size = f"{row['size_bytes'] / 1e6:.1f} MB" if row.get("size_bytes") else ""
+    if "equal" not in row:
+        return size
+    if row.get("max_abs_diff") is None:
+        return f"{size}, output {row.get('out_shape')} vs torch {row.get('torch_shape')}"
+    diff = f"max diff {row['max_abs_diff']:.2g} <= {row['atol']:.2g}" if row["equal"] else \
+        f"max diff {row['max_abs_diff']:.2g} > {row['atol']:.2g}"
+    if "compared" in row:
+        diff += f", {row['matched']}/{row['compared']} detections"
+    return f"{size}, {diff}"
+
+
+def print_exports(doc: Dict) -> None:
+    """verify --export: one row per format, the patched and the stock model side by side."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .report import console, err
+
+    if doc.get("error"):
+        err.print(f"[bold red]export check failed:[/] {escape(str(doc['error']))}", soft_wrap=True)
+        return
+    t = Table(title=f"export check (imgsz {doc.get('imgsz')}; tolerance rtol x max(1, max |torch output|))",
+              title_justify="left")
+    for col in ("format", "verdict", "rtol", "patched", "stock"):
+        t.add_column(col, overflow="fold")
+    colour = {"match": "green", "differs": "red", "failed": "red", "release limit": "yellow"}
+    for fmt, row in doc["formats"].items():
+        verdict = row["verdict"]
+        c = colour.get(verdict, "yellow" if "missing" in verdict else "")
+        t.add_row(fmt, f"[{c}]{escape(verdict)}[/]" if c else escape(verdict),
+                  f"{row['rtol']:g}" if row.get("rtol") else "",
+                  escape(_cell(row.get("patched")) or row.get("why") or (row.get("pip") or "")),
+                  escape(_cell(row.get("stock"))))
+    console.print(t)
+    for fmt, row in doc["formats"].items():
+        if row["verdict"].startswith("missing runtime"):
+            console.print(f"[yellow]note:[/] {fmt}: {', '.join(row.get('missing', []))} not installed here; "
+                          f"{escape(row.get('pip') or '')} (mbpatch installs nothing; Ultralytics' auto-install is off for the check)",
+                          soft_wrap=True)
+        elif row["verdict"] == "release limit":
+            console.print(f"[yellow]note:[/] {fmt}: the stock model fails the same way, so this is the release's or this "
+                          "environment's limit, not the patch's", soft_wrap=True)
+        elif row["verdict"] in ("failed", "differs") and (row.get("patched") or {}).get("traceback"):
+            err.print(escape("\n".join(row["patched"]["traceback"].rstrip().splitlines()[-6:])), soft_wrap=True)
+    console.print(f"exported files under {escape(str(doc.get('work')))} ({doc.get('wall_s', 0):.0f} s)")

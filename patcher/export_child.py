@@ -148,6 +148,24 @@ V5_SUFFIX = {"torchscript": ".torchscript", "onnx": ".onnx", "openvino": "_openv
              "edgetpu": "_edgetpu.tflite", "tfjs": "_web_model", "paddle": "_paddle_model"}
 
 
+def _failure_log(export):
+    """The 'export failure' lines YOLOv5's exporter logs (its try_export swallows the exception)."""
+    import logging
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if "failure" in msg:
+                lines.append(msg.strip())
+
+    logger = getattr(export, "LOGGER", None)
+    if logger is not None:
+        logger.addHandler(Keep())
+    return lines
+
+
 def yolov5_one(args, model_yaml, fmts, table, work):
     import torch
 
@@ -161,6 +179,7 @@ def yolov5_one(args, model_yaml, fmts, table, work):
     x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
     with torch.no_grad():
         ref = _numpy(tc._first_tensor(tc._yolov5_load(args, weights).float().eval()(x)))
+    failures = _failure_log(export)
     rows = {}
     for fmt in fmts:
         row = rows[fmt] = {}
@@ -170,8 +189,9 @@ def yolov5_one(args, model_yaml, fmts, table, work):
                                **(table[fmt].get("kwargs") or {}))
             suffix = V5_SUFFIX.get(fmt, fmt)
             hits = [str(f) for f in (files or []) if f and str(f).rstrip("/\\").endswith(suffix)]
-            if not hits:
-                raise RuntimeError(f"the checkout's exporter wrote no *{suffix} (its log says why)")
+            if not hits:  # YOLOv5's try_export logs the exception and returns no file
+                why = failures[-1] if failures else "its log says why"
+                raise RuntimeError(f"the checkout's exporter wrote no *{suffix}: {why}")
             path = hits[0]
             row.update(file=path, size_bytes=_size(path), export_s=time.perf_counter() - t0, exported=True)
             if not table[fmt].get("runs_here", True):
