@@ -519,6 +519,48 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
     return code
 
 
+@main.command()
+@click.option("--repo", required=True, help="the checkout (copied to a temporary folder; never written)")
+@click.option("--arch", required=True, help="rtdetr, yolov8, yolo11, yolo12, yolo26 or yolov5")
+@click.option("--task", default="detect", show_default=True, type=click.Choice(list(ALL_TASKS)))
+@click.option("--scale", "scales", default="n", show_default=True, help="scales, comma-separated (n,s)")
+@click.option("--backbone", "backbones", default="mobilenetv2_050", show_default=True, help="ids, comma-separated, or all")
+@click.option("--runtime", "runtimes", default=None, help="torch,onnx,openvino,litert,ncnn (default: torch, onnx and those installed)")
+@click.option("--imgsz", default=640, show_default=True)
+@click.option("--threads", default=1, show_default=True, help="threads of every runtime")
+@click.option("--runs", default=20, show_default=True, help="timed rounds (every model once per round)")
+@click.option("--python", "python", default=None, help="interpreter that builds and times the models")
+@click.option("--json", "as_json", is_flag=True)
+def bench(repo, arch, task, scales, backbones, runtimes, imgsz, threads, runs, python, as_json):
+    """Time stock and patched models (fused, batch 1) on each runtime: is the patched one faster here?"""
+    from .bench import RUNTIMES, print_table, progress, split
+    from .bench import run as run_bench
+
+    try:
+        co = detect(repo)
+        names = sorted(AVAILABLE) if backbones.strip() == "all" else split(backbones)
+        bad = [r for r in split(runtimes) if r not in RUNTIMES]
+        if bad or not names or not split(scales) or threads < 1 or runs < 1 or imgsz < 32:
+            raise MbpatchError(f"bench: unknown runtime {', '.join(bad)}" if bad else
+                               "bench: needs a backbone, a scale, --threads/--runs >= 1 and --imgsz >= 32", step="bench")
+        for name in names:
+            make_context(co, name, arch, 80, split(scales)[0], "stock", False, task=task)  # refuses bad input up front
+
+        def target_of(copy, backbone, scale):
+            return verify_target(make_context(detect(copy), backbone, arch, 80, scale, "stock", False, task=task))
+
+        with progress(True) as stage:
+            doc = run_bench(co.root, arch, task, split(scales), names, target_of, split(runtimes) or None, imgsz,
+                            threads, runs, python, on_stage=stage)
+        if as_json:
+            report.dump(doc)
+        else:
+            print_table(doc)
+        sys.exit(0 if doc.get("ok") else 1)
+    except MbpatchError as e:
+        _fail(e, as_json)
+
+
 def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str, str]:
     """(arch, task) of a yaml given with --model (recipes/families.py reads it)."""
     import yaml
