@@ -187,7 +187,18 @@ def _ultralytics_model(args):
     except Exception:  # noqa: BLE001 (old releases name things differently; YOLO_OFFLINE covers the rest)
         pass
     cls = ul.RTDETR if args.get("arch") == "rtdetr" else ul.YOLO
-    return cls(args["model"]) if args.get("task") in (None, "detect") or cls is ul.RTDETR else cls(args["model"], task=args["task"])
+    model, folder = args["model"], os.path.dirname(os.path.abspath(args["model"]))
+    # Ultralytics finds yolov8n.yaml as yolov8.yaml by deleting the first "<digit><n|s|m|l|x>" of the WHOLE path:
+    # in a folder such as /tmp/bench-f1n3/ or /data/v5s/ it deletes a letter of the folder instead. Load it by
+    # its name from its own folder then.
+    here = os.getcwd()
+    if re.search(r"\d[nslmx]", folder):
+        os.chdir(folder)
+        model = os.path.basename(model)
+    try:
+        return cls(model) if args.get("task") in (None, "detect") or cls is ul.RTDETR else cls(model, task=args["task"])
+    finally:
+        os.chdir(here)
 
 
 def train_ultralytics(args, result):
