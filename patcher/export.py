@@ -151,7 +151,7 @@ def print_exports(doc: Dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .report import console, err
+    from .report import _notes, console, err
 
     if doc.get("error"):
         err.print(f"[bold red]export check failed:[/] {escape(str(doc['error']))}", soft_wrap=True)
@@ -169,6 +169,8 @@ def print_exports(doc: Dict) -> None:
                   escape(_cell(row.get("patched")) or row.get("why") or (row.get("pip") or "")),
                   escape(_cell(row.get("stock"))))
     console.print(t)
+    for note in _notes(doc.get("child") or {}):  # settings the check changed for its run (torch.load, dynamo)
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     for fmt, row in doc["formats"].items():
         if row["verdict"].startswith("missing runtime"):
             console.print(f"[yellow]note:[/] {fmt}: {', '.join(row.get('missing', []))} not installed here; "

@@ -214,28 +214,3 @@ def training(doc: Dict) -> None:
     if tr.get("traceback"):
         err.print(escape("\n".join(tr["traceback"].rstrip().splitlines()[-8:])), soft_wrap=True)
 
-
-def exported(doc: Dict) -> None:
-    """verify --export: file, size, and onnxruntime vs PyTorch."""
-    ex = doc.get("export", {})
-    t = Table(title=f"export check ({doc.get('format')}, imgsz {doc.get('imgsz')})", title_justify="left")
-    t.add_column("check", no_wrap=True)
-    t.add_column("result", no_wrap=True)
-    t.add_column("detail", overflow="fold")
-    t.add_row("exported", _yes(ex.get("ok")), escape(str(ex.get("error") or
-              f"{ex.get('file')} ({ex.get('size_bytes', 0) / 1e6:.1f} MB, {ex.get('export_s', 0):.1f} s)")))
-    if ex.get("ok"):
-        diff = ex.get("max_abs_diff")
-        detail = (f"output {ex.get('onnx_shape')} vs {ex.get('torch_shape')}" if diff is None else
-                  f"max |onnx - torch| {diff:.3g} <= {ex.get('atol', 0):.3g} (1e-4 x max(1, max |torch| = {ex.get('ref_max_abs', 0):.3g}))")
-        if diff is not None and "compared" in ex:  # a top-k head: rows compared as a set of detections
-            detail = (f"same detections in any order: {ex['matched']} of {ex['compared']} matched "
-                      f"({ex['at_boundary']} tied at the k-th score not compared); {detail}; "
-                      f"sorted scores differ by {ex['score_max_diff']:.3g} <= {ex['score_atol']:.3g}")
-        t.add_row("onnxruntime = PyTorch", _yes(ex.get("equal")), escape(detail))
-    t.add_row("wall time", "", f"{doc.get('wall_s', 0):.1f} s")
-    console.print(t)
-    for note in _notes(ex):
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
-    if ex.get("traceback"):
-        err.print(escape("\n".join(ex["traceback"].rstrip().splitlines()[-8:])), soft_wrap=True)

@@ -1,15 +1,13 @@
-"""`mbpatch verify --train` and `--export onnx`: the checkout's own trainer and exporter on the patched model.
+"""`mbpatch verify --train`: the checkout's own trainer on the patched model (`--export`: export.py).
 
 Each step runs `train_child.py` in a fresh process of the target interpreter (`--python`):
 
   train   generate a small dataset of the task (datasets.py) under the work folder, train for `epochs` with
           the checkout's trainer (Ultralytics `model.train`, YOLOv5 `train.run`), which validates and writes
           `<work>/runs/train/weights/best.pt`;
-  reload  a new process loads that best.pt with the checkout's own loader and runs it forward;
-  export  the checkout's exporter writes ONNX under the work folder; onnxruntime runs it and its output is
-          compared with PyTorch's on the same input (tolerance: 1e-4 x max(1, largest |output|)).
+  reload  a new process loads that best.pt with the checkout's own loader and runs it forward.
 
-The work folder is a new temporary folder (kept, and printed, so best.pt and the ONNX file can be used)
+The work folder is a new temporary folder (kept, and printed, so best.pt can be used)
 unless `--work` names one. Nothing is written into the checkout.
 """
 
@@ -131,20 +129,4 @@ def train_check(target: Target, arch: str, task: str = "detect", python: Optiona
     doc["reload_ok"] = bool(rl.get("ok") and rl.get("output_finite"))
     doc["wall_s"] = time.perf_counter() - t0
     doc["ok"] = bool(trained.get("ok")) and doc["loss_finite"] and doc["metrics_computed"] and doc["reload_ok"]
-    return doc
-
-
-def export_check(target: Target, arch: str, fmt: str = "onnx", python: Optional[str] = None, imgsz: int = 64,
-                 work: Optional[str] = None, timeout: float = 900) -> Dict:
-    if fmt != "onnx":
-        raise MbpatchError(f"--export {fmt}: only onnx is checked so far", step="export")
-    folder = work_folder(work, "export")
-    if work:  # its own subfolder: the trainer's files stay apart
-        folder = work_folder(os.path.join(folder, "export"), "export")
-    t0 = time.perf_counter()
-    args = _base(target, arch, "detect", folder, imgsz)
-    args.update(mode="export", format=fmt)
-    res = child(args, python, timeout)
-    doc = dict(format=fmt, work=folder, model=args["model"], imgsz=imgsz, export=res, wall_s=time.perf_counter() - t0)
-    doc["ok"] = bool(res.get("ok") and res.get("equal"))
     return doc

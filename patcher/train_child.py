@@ -1,13 +1,14 @@
-"""Train, reload and export the patched model with the checkout's own code, offline.
+"""Train and reload the patched model with the checkout's own code, offline (export_child.py and bench_child.py
+reuse its helpers).
 
 Run as a script by the target interpreter (`--python`), which may not have mbpatch installed: this file
 imports only the standard library, torch, the checkout's own package and what the checkout itself needs
-(numpy, Pillow; onnxruntime for `export`). It prints one JSON document after the marker on its last line of
+(numpy, Pillow). It prints one JSON document after the marker on its last line of
 stdout, whatever happens. Everything it writes goes under `args["work"]` (a temporary folder): the
 generated dataset, the trainer's runs folder (`<work>/runs/train`), the exported file, the settings and
 font folder Ultralytics and YOLOv5 use.
 
-    python train_child.py '{"mode": "train" | "reload" | "export", "kind": "ultralytics" | "yolov5",
+    python train_child.py '{"mode": "train" | "reload", "kind": "ultralytics" | "yolov5",
                             "root": ..., "package": ..., "model": "<yaml to load>", "work": "<tmp>", ...}'
 
 Offline: Ultralytics' settings live in `<work>/config` with sync off (no analytics, no hub); the AMP check
@@ -245,27 +246,6 @@ def reload_ultralytics(args, result):
     result["output_finite"] = bool(torch.isfinite(first).all()) if first is not None else None
 
 
-def export_ultralytics(args, result):
-    import torch
-
-    torch.manual_seed(0)  # the model's initial weights and the input: the same check every run
-    model = _ultralytics_model(args)
-    inner = model.model
-    inner.pt_path = os.path.join(args["work"], "model.pt")  # the exporter writes next to this name
-    x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
-    inner.eval()
-    with torch.no_grad():
-        ref = inner(x)
-    ref = _first_tensor(ref)
-    head = inner.model[-1]
-    # RT-DETR and end-to-end heads (YOLO26) end in a top-k selection: their rows are detections in score order
-    topk = type(head).__name__ == "RTDETRDecoder" or bool(getattr(head, "end2end", False))
-    t0 = time.perf_counter()
-    path = model.export(format="onnx", imgsz=args["imgsz"], simplify=False, dynamic=False, device="cpu", verbose=False)
-    result["export_s"] = time.perf_counter() - t0
-    _compare(str(path), x, ref, result, topk=topk)
-
-
 # --- YOLOv5 --------------------------------------------------------------------------------------------------
 
 
@@ -315,29 +295,6 @@ def reload_yolov5(args, result):
     result["output_finite"] = bool(torch.isfinite(first).all())
 
 
-def export_yolov5(args, result):
-    _check_package(args)
-    import torch
-
-    yolo = importlib.import_module(args["package"] + ".yolo")
-    torch.manual_seed(0)
-    model = yolo.Model(args["model"], ch=3, nc=args.get("nc", 80))
-    weights = os.path.join(args["work"], "model.pt")
-    torch.save({"model": model, "epoch": -1}, weights)  # what the exporter reads: a checkpoint like train.py's
-    export, _ = _yolov5_module(args, "export")
-    result["compat"] = _legacy_onnx_export(torch) or result.get("compat")
-    x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
-    ref_model = _yolov5_load(args, weights).float().eval()
-    with torch.no_grad():
-        ref = ref_model(x)
-    ref = _first_tensor(ref)
-    t0 = time.perf_counter()
-    files = export.run(weights=weights, imgsz=(args["imgsz"], args["imgsz"]), include=("onnx",), device="cpu")
-    result["export_s"] = time.perf_counter() - t0
-    onnx_files = [str(f) for f in (files or []) if str(f).endswith(".onnx")]
-    _compare(onnx_files[0] if onnx_files else os.path.join(args["work"], "model.onnx"), x, ref, result)
-
-
 def _legacy_onnx_export(torch):
     """torch >= 2.9's `torch.onnx.export` defaults to the dynamo exporter (which needs onnxscript); exporters
     written before it (YOLOv5 v7.0's export.py) do not pass `dynamo=False`. Default it to False for this run
@@ -356,34 +313,6 @@ def _legacy_onnx_export(torch):
     return {"torch.onnx.export": "dynamo=False",
             "why": f"torch {torch.__version__} exports with the dynamo exporter by default and this checkout's exporter "
                    "does not choose; the TorchScript exporter it was written for is used"}
-
-
-def _compare(path, x, ref, result, topk=False):
-    if not os.path.isfile(path):
-        raise RuntimeError(f"the checkout's exporter wrote no {path} (its log above says why)")
-    import numpy as np
-    import onnxruntime as ort
-
-    result["file"] = path
-    result["size_bytes"] = os.path.getsize(path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    ref = ref.detach().float().numpy()
-    result["onnx_shape"], result["torch_shape"] = list(out.shape), list(ref.shape)
-    result["onnxruntime"] = ort.__version__
-    if out.shape != ref.shape:
-        result["max_abs_diff"] = None
-        result["equal"] = False
-        return
-    if topk and ref.ndim == 3 and ref.shape[-1] >= 6:
-        result.update(same_detections(out, ref))
-        return
-    diff = np.abs(out - ref)
-    scale = float(np.abs(ref).max())
-    result["max_abs_diff"] = float(diff.max())
-    result["ref_max_abs"] = scale
-    result["atol"] = args_tol(scale)
-    result["equal"] = bool(diff.max() <= result["atol"])
 
 
 def args_tol(scale, rtol=1e-4):
@@ -431,8 +360,7 @@ def same_detections(out, ref, rtol=1e-4, score_tol=SCORE_TOL):
 
 MODES = {
     ("ultralytics", "train"): train_ultralytics, ("ultralytics", "reload"): reload_ultralytics,
-    ("ultralytics", "export"): export_ultralytics, ("yolov5", "train"): train_yolov5,
-    ("yolov5", "reload"): reload_yolov5, ("yolov5", "export"): export_yolov5,
+    ("yolov5", "train"): train_yolov5, ("yolov5", "reload"): reload_yolov5,
 }
 
 
