@@ -543,6 +543,8 @@ def bench(repo, arch, task, scales, backbones, runtimes, imgsz, threads, runs, p
         if bad or not names or not split(scales) or threads < 1 or runs < 1 or imgsz < 32:
             raise MbpatchError(f"bench: unknown runtime {', '.join(bad)}" if bad else
                                "bench: needs a backbone, a scale, --threads/--runs >= 1 and --imgsz >= 32", step="bench")
+        if co.kind == "yolov5" and len(split(scales)) > 1:  # its yaml files are per scale: one apply, one scale
+            raise MbpatchError("bench: YOLOv5 checkouts take one --scale per run", file=str(co.root), step="bench")
         for name in names:
             make_context(co, name, arch, 80, split(scales)[0], "stock", False, task=task)  # refuses bad input up front
 
