@@ -118,3 +118,18 @@ def test_yolov5_v7_0_git_to_torchscript_onnx_openvino(tmp_path):
         assert ov["patched"]["error"] and ov["stock"]["error"], ov
         assert "openvino" in ov["stock"]["error"].lower() or "mo" in ov["stock"]["error"], ov
     assert tree_digest(root) == before
+
+
+def test_verdicts_judge_the_patch_against_the_stock_model():
+    from patcher.export import _verdict
+
+    match = {"exported": True, "equal": True}
+    differs = {"exported": True, "equal": False, "max_abs_diff": 0.5}
+    broken = {"ok": False, "error": "RuntimeError: unsupported operator"}
+    assert _verdict(match, match) == "match"
+    assert _verdict(broken, match) == "failed"  # stock exports, the patched model does not: the patch's fault
+    assert _verdict(differs, match) == "differs"
+    assert _verdict(broken, dict(broken)) == "release limit"  # the stock model fails the same way
+    assert _verdict(differs, dict(differs)) == "release limit"
+    assert _verdict(broken, differs) == "failed"  # not the same failure
+    assert _verdict({"exported": True, "file": "m.mlpackage"}, None) == "converted, not run"
