@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 
 from . import MbpatchError, report
 from .checkout import Checkout, detect
+from .child_env import child_env
 from .engine import LOCK_NAME, holder, plan_revert
 from .journal import DIR, TMP_SUFFIX, Journal, sha256
 from .recipe_index import kind_recipes
@@ -418,7 +419,7 @@ def _probe_args(co: Checkout, names: List[str]) -> Dict:
 
 def probe(co: Checkout, python: Optional[str], names: List[str], timeout: float = 300) -> Dict:
     args = _probe_args(co, names)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_OFFLINE="1", YOLO_VERBOSE="False")
+    env = child_env(keep_pythonpath=True)
     with tempfile.TemporaryDirectory(prefix="mbpatch-doctor-") as cwd:  # "outside the checkout"
         try:
             proc = subprocess.run([python or sys.executable, str(CHILD), json.dumps(args)], capture_output=True,

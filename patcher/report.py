@@ -127,14 +127,19 @@ def yaml_to_load(snippet: str) -> Optional[str]:
 
 @contextmanager
 def progress(enabled: bool = True):
-    """A status line naming the verification stage while the build process runs (a terminal's stderr only).
+    """A status line naming the verification stage while the build process runs; without a terminal (CI logs,
+    a pipe), one line per stage on stderr instead.
 
     Yields the callback that `verify.run` calls with each stage.
     """
-    if not enabled or not err.is_terminal:
+    if not enabled:
         yield lambda text: None
         return
     t0 = time.perf_counter()
+    if not err.is_terminal:  # CI logs, `| tee`: one plain line per stage, so a long build is visibly alive
+        yield lambda text: err.print(f"verifying: {escape(text)} ({time.perf_counter() - t0:.0f} s so far)",
+                                     soft_wrap=True, highlight=False)
+        return
     with err.status("verifying: starting the build process", spinner="dots") as status:
         yield lambda text: status.update(f"verifying: {escape(text)} [dim]({time.perf_counter() - t0:.0f} s so far)[/]")
 

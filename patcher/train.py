@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import MbpatchError
+from .child_env import child_env
 from .verify import Target
 
 CHILD = Path(__file__).with_name("train_child.py")
@@ -67,8 +68,7 @@ def model_path(target: Target, arch: str) -> str:
 
 
 def child(args: Dict, python: Optional[str], timeout: float) -> Dict:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
-    env.pop("PYTHONPATH", None)
+    env = child_env()
     cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
     t0 = time.perf_counter()
     try:
