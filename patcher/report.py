@@ -244,3 +244,33 @@ def exported(doc: Dict) -> None:
         console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if ex.get("traceback"):
         err.print(escape("\n".join(ex["traceback"].rstrip().splitlines()[-8:])), soft_wrap=True)
+
+
+def applies_table(rows: List[Dict], root: str) -> None:
+    """`mbpatch log`: one row per apply of the journal, oldest first."""
+    if not rows:
+        console.print(f"no apply recorded at {escape(root)}")
+        return
+    t = Table(title=f"applies at {root} (oldest first; `mbpatch revert --last` undoes the last)", title_justify="left")
+    for col in ("id", "time", "family", "task", "scale", "backbone", "files"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        state = "" if r["state"] == "done" else f" [yellow]({r['state']})[/]"
+        t.add_row(str(r["id"]), str(r["time"]), str(r["family"]), str(r["task"]), str(r["scale"]),
+                  escape(str(r["backbone"])) + state, escape(", ".join(r["files"])))
+    console.print(t)
+
+
+def applies_verified(rows: List[Dict], skipped: List[Dict]) -> None:
+    """`verify` after stacked applies: one row per apply built, then one line per apply not built and why."""
+    t = Table(title="every live apply, built again (oldest first)", title_justify="left")
+    for col in ("apply", "backbone", "family", "task", "scale", "params (stock -> patched)", "result"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        params = "-" if r.get("params") is None else f"{r.get('stock_params') or 0:,} -> {r['params']:,}"
+        result = "[green]ok[/]" if r["ok"] else f"[red]failed[/]: {escape(str(r.get('error')))}"
+        t.add_row(str(r["id"]), escape(str(r["backbone"])), str(r["arch"]), str(r["task"]), str(r["scale"]), params, result)
+    console.print(t)
+    for r in skipped:
+        console.print(f"[yellow]not built:[/] apply {r['id']} ({escape(str(r['backbone']))} / {r['arch']} {r['task']}): "
+                      f"{escape(str(r['reason']))}", soft_wrap=True)
