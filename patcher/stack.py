@@ -159,6 +159,10 @@ def verify_earlier(co, entries: List[Dict], verify_one, make_context, doc: Dict,
         code = verify_one(ctx, sub) or code
         rows.append(_verified_row(e, sub))
     doc["applies"], doc["skipped"] = rows, skipped
+    newest = live[-1]
+    if not as_json:
+        report.err.print(f"verifying apply {newest.get('id')} ({len(live)} of {len(live)}): {newest.get('backbone')} / "
+                         f"{newest.get('arch')} {newest.get('task', 'detect')}", highlight=False)
     return code
 
 
