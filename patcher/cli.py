@@ -247,7 +247,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 report.console.print(
                     f"[yellow]note:[/] {escape(', '.join(kept_edits))} changed since mbpatch last patched it; your version "
                     f"is kept in .mbpatch/originals/{entry['id']}/, and `mbpatch revert` will ask for --force and save it")
+        checks = None if no_verify else _doctor_after_apply(co, python, ctx)
         code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
+        if checks is not None:
+            doc["doctor_problems"] = checks.lines()
+            for line in doc["doctor_problems"] if not as_json else []:
+                report.console.print(f"[bold red]doctor:[/] {escape(line)}", soft_wrap=True)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
@@ -258,6 +263,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
         whole = written or isinstance(e, engine.Interrupted)  # Interrupted: raised after a complete write phase
         _interrupted(e, "apply", "the patch is applied and journalled (`mbpatch revert` undoes it)" if whole
                      else "nothing was written", as_json)
+
+
+def _doctor_after_apply(co: Checkout, python: Optional[str], ctx: Context):
+    from .doctor import AfterApply
+
+    return AfterApply(co, python, list(ctx.backbone.names))
 
 
 def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) -> None:

@@ -55,6 +55,8 @@ def verification(result: Dict, yaml_path: str, snippet: str, lighter_scales=None
         tb = result.get("traceback")
         if tb:
             err.print(escape("\n".join(tb.rstrip().splitlines()[-8:])), soft_wrap=True)
+        if result.get("install"):
+            err.print(f"[yellow]missing package:[/] {escape(result['install'])}", soft_wrap=True, highlight=False)
         return
     patched, stock = result["patched"], result["stock"]
     rows = patched["summary"]
@@ -189,6 +191,8 @@ def _notes(step: Dict) -> List[str]:
     env = step.get("env_set")
     if env:
         out.append(f"set {', '.join(f'{k}={v}' for k, v in env.items() if k != 'why')}: {env.get('why')}")
+    if step.get("install"):
+        out.append(f"missing package: {step['install']}")
     compat = step.get("compat")
     if compat:
         out.append(f"aliased {', '.join(f'{k} = {v}' for k, v in compat.items() if k != 'why')}: {compat.get('why')}")

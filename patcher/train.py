@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import MbpatchError
+from .advice import install_line
 from .child_env import child_env
 from .verify import Target
 
@@ -88,6 +89,7 @@ def child(args: Dict, python: Optional[str], timeout: float) -> Dict:
     result["process_s"] = time.perf_counter() - t0
     if not result.get("ok"):
         result["stderr_tail"] = proc.stderr.strip().splitlines()[-20:]
+        result["install"] = install_line(f"{result.get('error')}\n{result.get('traceback')}", Path(args["root"]), python)
     return result
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import MbpatchError
+from .advice import install_line
 from .child_env import child_env
 
 CHILD = Path(__file__).with_name("verify_child.py")
@@ -79,6 +80,8 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         tail = ([ln for ln in err_lines if ln.strip()] or stdout.strip().splitlines())[-5:]
         result = {"ok": False, "error": "the verification process died: " + " | ".join(tail)}
     result["stderr_tail"] = "\n".join(err_lines).strip().splitlines()[-20:]
+    if not result.get("ok"):
+        result["install"] = install_line(str(result.get("error")) + "\n" + str(result.get("traceback")), target.root, python)
     return result
 
 
