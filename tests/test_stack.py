@@ -214,3 +214,20 @@ def test_missing_package_advice_names_the_requirements_file_or_the_pip_line(tmp_
     assert install_line("No module named 'cv2'", root, py) == f"{py} -m pip install opencv-python"
     assert install_line("No module named 'models.repvit'", root, py) is None  # the checkout's own module
     assert install_line("RuntimeError: shapes differ", root, py) is None
+
+
+def test_apply_reports_what_doctor_flags_after_its_summary(fresh, tmp_path, monkeypatch):
+    """The checks apply runs beside its verification (doctor.AfterApply): another `ultralytics` on the path
+    shadows the patched checkout, so the training snippet apply printed would build the stock code."""
+    from mbpatch.checkout import detect
+    from mbpatch.doctor import AfterApply
+
+    root = fresh("shadow")
+    _apply(root, "mobilenetv2_050", "yolov8", "detect", "--no-verify")
+    other = tmp_path / "elsewhere"
+    (other / "ultralytics").mkdir(parents=True)
+    (other / "ultralytics" / "__init__.py").write_text("__version__ = '0.0.1'\n")
+    monkeypatch.setenv("PYTHONPATH", str(other))
+    lines = AfterApply(detect(str(root)), None, ["MobileNetV2_050"]).lines()
+    shadow = [ln for ln in lines if ln.startswith("shadowing: ")]
+    assert len(shadow) == 1 and str(other / "ultralytics") in shadow[0] and "pip install -e" in shadow[0], lines
