@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -554,7 +555,16 @@ def diagnose(repo: str, python: Optional[str] = None, environment: bool = True) 
         from .doctor_training import check as training_checks  # what makes training fail (issue 10)
 
         training_checks(co, python, env, rep)
+    _with_repo(co, rep)
     return rep
+
+
+def _with_repo(co: Checkout, rep: Report) -> None:
+    """Each `mbpatch revert ...` doctor advises names the checkout, so it runs as printed from any folder."""
+    plain = re.compile(r"`mbpatch revert(?![^`]*--repo)")
+    with_repo = f"`mbpatch revert --repo {shlex.quote(str(co.root))}"
+    for f in rep.findings:
+        f.detail, f.fix = plain.sub(with_repo, f.detail), plain.sub(with_repo, f.fix)
 
 
 class AfterApply:
