@@ -117,8 +117,10 @@ def _with_data(snippet: str, ctx: Context, sample: str) -> str:
     return note + "\n" + snippet
 
 
-def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, patched: Optional[Path] = None) -> int:
-    """Build stock and patched models (the yaml the arch's recipes write, or `patched`) and report them."""
+def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, patched: Optional[Path] = None,
+              quiet: bool = False) -> int:
+    """Build stock and patched models (the yaml the arch's recipes write, or `patched`) and report them
+    (`quiet`: progress only, the caller reports)."""
     target = verify_target(ctx)
     if patched is not None:
         target.patched = patched
@@ -134,7 +136,7 @@ def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, pat
         doc["heavier_than_stock"] = report.heavier_line(result) is not None
         if doc["heavier_than_stock"] and not as_json:  # scripts get the scales from `mbpatch list --arch A --json`
             lighter = _lighter_scales(ctx, target, python)
-    if not as_json:
+    if not as_json and not quiet:
         report.verification(result, str(target.patched), snippet, lighter, result["wall_s"])
     return 0 if result.get("ok") else 1
 
@@ -245,7 +247,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 report.console.print(
                     f"[yellow]note:[/] {escape(', '.join(kept_edits))} changed since mbpatch last patched it; your version "
                     f"is kept in .mbpatch/originals/{entry['id']}/, and `mbpatch revert` will ask for --force and save it")
+        checks = None if no_verify else _doctor_after_apply(co, python, ctx)
         code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
+        if checks is not None:
+            doc["doctor_problems"] = checks.lines()
+            for line in doc["doctor_problems"] if not as_json else []:
+                report.console.print(f"[bold red]doctor:[/] {escape(line)}", soft_wrap=True)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
@@ -256,6 +263,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
         whole = written or isinstance(e, engine.Interrupted)  # Interrupted: raised after a complete write phase
         _interrupted(e, "apply", "the patch is applied and journalled (`mbpatch revert` undoes it)" if whole
                      else "nothing was written", as_json)
+
+
+def _doctor_after_apply(co: Checkout, python: Optional[str], ctx: Context):
+    from .doctor import AfterApply
+
+    return AfterApply(co, python, list(ctx.backbone.names))
 
 
 def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) -> None:
@@ -289,7 +302,8 @@ def _co_json(co: Checkout) -> Dict:
               help="no journal (.mbpatch/ deleted): undo mbpatch's marked edits by replaying them on the release's files")
 @click.option("--source", default=None,
               help="with --from-markers: the release's wheel or unpacked folder (default: pip download it)")
-def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
+@click.option("--last", is_flag=True, help="undo only the newest apply (see `mbpatch log`); the others stay")
+def revert(repo, force, dry_run, as_json, from_markers=False, source=None, last=False):
     """Give back the exact bytes the checkout had before mbpatch."""
     done = False
     try:
@@ -298,6 +312,9 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
         if source and not from_markers:
             raise MbpatchError("--source is the release for --from-markers; a journal's originals need none",
                                file=str(source), step="revert")
+        if last and from_markers:
+            raise MbpatchError("--last pops the newest apply from the journal; --from-markers is for a checkout "
+                               "without one", file=str(root), step="revert")
         if from_markers:
             return _revert_from_markers(repo, root, journal, source, force, dry_run, as_json)
         nothing = "no mbpatch journal here: nothing to revert"
@@ -319,7 +336,13 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
                        "any file" + ("; it would be removed" if dry_run else "; removed it"))
                 report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
                 return
-            rp = engine.plan_revert(root, version=version, gone=version is None)
+            drop = None
+            if last:
+                from . import stack
+
+                rp, drop = stack.plan_last(root, version), stack.last_entry(root)
+            else:
+                rp = engine.plan_revert(root, version=version, gone=version is None)
             trained = _trained_checkpoints(root, rp, journal)
             if dry_run:
                 doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited,
@@ -336,9 +359,11 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
                         report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.blocked))} ({how})")
                     _checkpoints_note(trained)
                 return
-            res = engine.revert(root, rp, force=force)
+            res = engine.revert(root, rp, force=force, drop=drop)
             done = True
-        _revert_report(rp, res, as_json, trained)
+            if drop is not None:
+                drop = dict(drop, left=len(journal.entries()) if journal.exists() else 0)
+        _revert_report(rp, res, as_json, trained, drop)
     except MbpatchError as e:
         _fail(e, as_json)
     except KeyboardInterrupt as e:
@@ -412,8 +437,11 @@ def _trained_checkpoints(root: Path, rp, journal) -> Tuple[List[str], Optional[s
     if not found:
         return [], None
     shown = [os.path.relpath(p, root) if root in p.parents else str(p) for p in found]
-    backbones = sorted({e.get("backbone") for e in journal.entries() if e.get("backbone")})
-    again = " or ".join(f"`mbpatch apply --backbone {b}`" for b in backbones) or "`mbpatch apply` with the same backbone"
+    from .stack import bring_back
+
+    reverted = journal.entries()[-rp.entries:] if rp.entries else []  # all, or the newest (--last)
+    again = " and ".join(f"`{c}`" for c in bring_back(root, reverted, found)) or \
+        "`mbpatch apply` with the same backbone"
     note = (f"{len(found)} trained checkpoint(s) hold the patched backbone's classes ({', '.join(shown[:5])}"
             + (", ..." if len(shown) > 5 else "") + f"): without the backbone source they do not load; {again} "
             "brings it back and they load again (an exported ONNX file never needs it)")
@@ -425,7 +453,7 @@ def _checkpoints_note(trained) -> None:
         report.console.print(f"[yellow]note:[/] {escape(trained[1])}", soft_wrap=True)
 
 
-def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
+def _revert_report(rp, res, as_json: bool, trained=([], None), dropped: Optional[Dict] = None) -> None:
     if rp.upgraded:
         tail = (f"this checkout was upgraded from {rp.upgraded[0]} to {rp.upgraded[1]} since mbpatch patched it: undid "
                 f"the changes of mbpatch still there; kept {len(res.left)} file(s) as the upgrade left them"
@@ -434,11 +462,17 @@ def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
     elif rp.gone:
         tail = ("the package is gone (uninstalled?): removed what mbpatch left"
                 + (f"; {len(res.left)} deleted file(s) not recreated (originals saved in {res.kept})" if res.kept else ""))
+    elif dropped is not None:
+        tail = (f"reverted apply {dropped['id']} ({dropped.get('backbone')} / {dropped.get('arch')}): its files have "
+                "the bytes they had before it" + (f"; {dropped['left']} apply(s) stay" if dropped["left"] else
+                                                   "; it was the only one: the checkout has its original bytes"))
     else:
         tail = f"reverted {rp.entries} apply(s); the checkout has its original bytes"
     doc = dict(ok=True, restored=sorted(res.restored), entries=rp.entries, saved=str(res.saved) if res.saved else None,
                kept=str(res.kept) if res.kept else None, left=res.left, upgraded=rp.upgraded, note=tail,
                checkpoints_needing_patch=trained[0], checkpoints_note=trained[1])
+    if dropped is not None:
+        doc.update(reverted_entry=dropped["id"], entries_left=dropped["left"])
     if as_json:
         report.dump(doc)
         return
@@ -481,7 +515,17 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
                            int(last.get("nc", 80)), last.get("scale", "n"), last.get("head", "stock"), False,
                            last.get("style", "backbone"), task=task)
         doc: Dict = dict(ok=True, command="verify")
-        code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None)
+        code = 0
+        if model_yaml is None and len(entries) > 1:  # every live apply first, one row each; the last in full below
+            from .stack import verify_earlier
+
+            code = verify_earlier(co, entries, lambda c, d: do_verify(c, python, as_json, d, quiet=True),
+                                  make_context, doc, as_json)
+        code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None) or code
+        if "applies" in doc:
+            from .stack import add_newest
+
+            add_newest(doc, last, as_json)
         if code == 0 and (train or export):
             code = _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch,
                                   task, work)
@@ -638,11 +682,12 @@ def list_(size_arch, python, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 def fetch(release, dest, as_json):
     """Make DIR a source checkout of RELEASE (ultralytics[==VERSION] or yolov5[==VERSION]) from the package index."""
+    from .fetch import check_dest, parse_spec
     from .fetch import fetch as do_fetch
-    from .fetch import parse_spec
 
     try:
         parse_spec(release)
+        check_dest(dest)  # before saying it downloads
         if not as_json:
             report.console.print(f"downloading the source distribution of {escape(release)} (pip download) ...")
         doc = do_fetch(release, dest)
@@ -658,6 +703,24 @@ def fetch(release, dest, as_json):
         report.console.print(f"[yellow]note:[/] {escape(doc['note'])}", soft_wrap=True)
     else:
         report.console.print(f"next: pip install -e {escape(dest)}   (so `import {doc['dist']}` loads this checkout)", soft_wrap=True)
+
+
+@main.command(name="log")
+@click.option("--repo", default=".", show_default=True, help="the checkout")
+@click.option("--json", "as_json", is_flag=True)
+def log_(repo, as_json):
+    """The applies of the journal, oldest first (`revert --last` undoes the newest)."""
+    from .stack import rows
+
+    try:
+        root, _ = _revert_root(repo)
+        listed = rows(Journal(root).entries())
+    except MbpatchError as e:
+        _fail(e, as_json)
+    if as_json:
+        report.dump(dict(ok=True, root=str(root), applies=listed))
+    else:
+        report.applies_table(listed, str(root))
 
 
 @main.command()

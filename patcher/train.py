@@ -14,7 +14,6 @@ unless `--work` names one. Nothing is written into the checkout.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import MbpatchError
+from .advice import install_line
+from .child_env import child_env
 from .verify import Target
 
 CHILD = Path(__file__).with_name("train_child.py")
@@ -65,8 +66,7 @@ def model_path(target: Target, arch: str) -> str:
 
 
 def child(args: Dict, python: Optional[str], timeout: float, script: Path = CHILD) -> Dict:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
-    env.pop("PYTHONPATH", None)
+    env = child_env()
     cmd = [python or sys.executable, str(script), json.dumps(args)]
     t0 = time.perf_counter()
     try:
@@ -86,6 +86,7 @@ def child(args: Dict, python: Optional[str], timeout: float, script: Path = CHIL
     result["process_s"] = time.perf_counter() - t0
     if not result.get("ok"):
         result["stderr_tail"] = proc.stderr.strip().splitlines()[-20:]
+        result["install"] = install_line(f"{result.get('error')}\n{result.get('traceback')}", Path(args["root"]), python)
     return result
 
 

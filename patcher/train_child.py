@@ -75,7 +75,36 @@ def _read(root, rels):
 def passes_weights_only_false(root, rels):
     """Whether the checkout's checkpoint loader says weights_only=False (`torch.load(..., weights_only=False)` or
     Ultralytics' `kwargs["weights_only"] = False`, 8.2+); without it torch >= 2.6 refuses its own checkpoints."""
-    return any(re.search(r"""weights_only["']?\]?\s*=\s*False""", text) for text in _read(root, rels))
+    return any(re.search(_WEIGHTS_ONLY_FALSE, text) for text in _read(root, rels))
+
+
+# YOLOv5 master's train.py, utils/general.py (strip_optimizer) and models/experimental.py (attempt_load) load
+# through the installed Ultralytics' torch_load instead of torch.load
+ULTRALYTICS_LOADER = "from ultralytics.utils.patches import torch_load"
+_WEIGHTS_ONLY_FALSE = r"""weights_only["']?\]?\s*=\s*False"""
+
+
+def loads_through_ultralytics(root, rels):
+    """Whether the checkout's loader calls `ultralytics.utils.patches.torch_load` (YOLOv5 master)."""
+    return any(ULTRALYTICS_LOADER in text and "torch_load(" in text.replace(ULTRALYTICS_LOADER, "")
+               for text in _read(root, rels))
+
+
+def ultralytics_loader_passes_false():
+    """Whether the Ultralytics this interpreter would import has a torch_load that passes weights_only=False
+    (None: no Ultralytics). Reads its source file; importing it would log and write settings."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.origin:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "utils", "patches.py")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    return "def torch_load" in text and re.search(_WEIGHTS_ONLY_FALSE, text) is not None
 
 
 def calls_np_trapz(root, rels):
@@ -92,6 +121,8 @@ def _weights_only(args):
     if (major, minor) < (2, 6) or os.environ.get(NO_WO) == "1":
         return None
     if passes_weights_only_false(args["root"], args.get("loader_files") or []):
+        return None
+    if loads_through_ultralytics(args["root"], args.get("loader_files") or []) and ultralytics_loader_passes_false():
         return None
     os.environ[NO_WO] = "1"
     return {NO_WO: "1", "why": f"torch {torch.__version__} loads checkpoints with weights_only=True and this checkout's "
