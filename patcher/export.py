@@ -15,6 +15,7 @@ Per format the verdict is one of:
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -98,7 +99,7 @@ def export_formats_check(target: Target, arch: str, formats: Sequence[str], pyth
     args.update(models=models, formats="all" if list(formats) == ["all"] else list(formats), table=FORMATS)
     res = child(args, python, timeout, script=CHILD)
     doc: Dict = dict(formats={}, work=folder, model=models[0]["model"], stock_model=models[-1]["model"] if stock else None,
-                     imgsz=imgsz, child=res, wall_s=0.0)
+                     imgsz=imgsz, child=res, wall_s=0.0, python=python or sys.executable)
     if not res.get("ok"):
         doc.update(ok=False, error=res.get("error"), wall_s=time.perf_counter() - t0)
         return doc
@@ -173,8 +174,11 @@ def print_exports(doc: Dict) -> None:
         console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     for fmt, row in doc["formats"].items():
         if row["verdict"].startswith("missing runtime"):
-            console.print(f"[yellow]note:[/] {fmt}: {', '.join(row.get('missing', []))} not installed here; "
-                          f"{escape(row.get('pip') or '')} (mbpatch installs nothing; Ultralytics' auto-install is off for the check)",
+            pip = row.get("pip") or ""
+            if pip.startswith("pip ") and doc.get("python"):  # the interpreter that runs the check gets the packages
+                pip = f"{doc['python']} -m {pip}"
+            console.print(f"[yellow]note:[/] {fmt}: missing package: {escape(pip)} ({', '.join(row.get('missing', []))} not "
+                          "installed; mbpatch installs nothing, and Ultralytics' auto-install is off for the check)",
                           soft_wrap=True)
         elif row["verdict"] == "release limit":
             console.print(f"[yellow]note:[/] {fmt}: the stock model fails the same way, so this is the release's or this "

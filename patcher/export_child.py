@@ -36,8 +36,21 @@ def _sibling(name):
 tc = _sibling("train_child")
 
 
+def _missing(name):
+    """Not installed, or installed but failing to import for want of a package (the same pip line mends both)."""
+    if importlib.util.find_spec(name) is None:
+        return True
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        return True
+    except Exception:  # any other import error belongs to the export's own report
+        return False
+    return False
+
+
 def missing_modules(names):
-    return [n for n in names if importlib.util.find_spec(n) is None]
+    return [n for n in names if _missing(n)]
 
 
 def _release_formats(args):
