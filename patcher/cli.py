@@ -14,6 +14,7 @@ from rich.markup import escape
 from . import MbpatchError, __version__, engine, report
 from .checkout import Checkout, detect
 from .journal import Journal
+from .load_path import loadable
 from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
@@ -29,7 +30,7 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
     sys.exit(e.exit_code)
 
 
-def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool,
+def make_context(co: Checkout, backbone: str, arch: str, nc: Optional[int], scale: str, head: str, rect_off: bool,
                  style: str = "backbone", weights: Optional[str] = None, task: str = "detect") -> Context:
     bb = lookup(backbone)
     if bb is None:
@@ -47,7 +48,7 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
         )
     if task not in ALL_TASKS:
         raise MbpatchError(f"unknown --task '{task}'; choose one of: {', '.join(ALL_TASKS)}", file=str(co.root), step="task")
-    if nc < 1:
+    if nc is not None and nc < 1:
         raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
     if style != "backbone" and co.kind != "yolov5":
         raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
@@ -61,9 +62,23 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
             raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
                                file=str(weights), step="weights")
         weights = str(path.resolve())
-    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style, task=task)
-    verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
+    ctx = Context(co, bb, arch, nc=nc or 80, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style,
+                  task=task)
+    target = verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
+    if nc is None:  # the stock yaml's own nc (classify: 1000)
+        ctx.nc = stock_nc(target.stock, ctx.nc)
     return ctx
+
+
+def stock_nc(path: Path, default: int) -> int:
+    """The `nc:` the stock yaml declares (read as text: a yaml the checkout ships), else `default`."""
+    import re
+
+    try:
+        m = re.search(r"^nc:\s*(\d+)", path.read_text(encoding="utf-8"), re.M)
+    except OSError:
+        return default
+    return int(m.group(1)) if m else default
 
 
 ALL_ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26", "yolov5")
@@ -98,6 +113,7 @@ def training_snippet(ctx: Context, target: Target) -> str:
     path = target.patched
     if target.load_name and target.load_name != path.name:  # Ultralytics reads the scale from the file name
         path = path.with_name(target.load_name)
+    path = loadable(path, target.root / target.package.replace(".", "/"))  # survives Ultralytics' scale regex
     data = {"detect": "coco8.yaml", "segment": "coco8-seg.yaml", "pose": "coco8-pose.yaml", "obb": "dota8.yaml",
             "classify": "imagenet10", "semantic": "cityscapes8.yaml", "depth": "nyu8.yaml"}.get(target.task, "coco8.yaml")
     snippet = f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="{data}", epochs=100, imgsz=640)'
@@ -179,7 +195,7 @@ def main():
 @click.option("--arch", required=True, help="rtdetr, yolov8, yolo11, yolo12 or yolo26 (Ultralytics); yolov5 (YOLOv5)")
 @click.option("--task", default="detect", show_default=True, type=click.Choice(list(ALL_TASKS)),
               help="which stock yaml of the family: detect, segment, pose, obb, classify (yolo26 also semantic, depth)")
-@click.option("--nc", default=80, show_default=True, help="number of classes in the generated yaml")
+@click.option("--nc", default=None, type=int, help="number of classes in the generated yaml  [default: the stock yaml's]")
 @click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")),
               help="model scale; rtdetr: l (also the default n) or x picks the rtdetr-l or rtdetr-x neck")
 @click.option("--head", default="stock", show_default=True, type=click.Choice(["stock", "light"]),
@@ -231,7 +247,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 else:
                     report.dump(doc)
                 return
-            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=nc, scale=scale, head=head, style=style,
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=ctx.nc, scale=scale, head=head, style=style,
                         weights=ctx.weights, recipes={s.recipe: s.status for s in p.steps}, kind=co.kind, version=co.version)
             entry = engine.write(p, meta)
             written = entry is not None
@@ -529,7 +545,7 @@ def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str,
 
 
 @main.command(name="list")
-@click.option("--arch", "size_arch", default=None, type=click.Choice(["rtdetr", "yolov8", "yolo11", "yolov5"]),
+@click.option("--arch", "size_arch", default=None, type=click.Choice(list(ALL_ARCHS)),
               help="also each backbone's parameters and GFLOPs at 640 beside the stock ARCH backbone's at each scale")
 @click.option("--python", "python", default=None, help="with --arch: the interpreter that measures (torch, Ultralytics)")
 @click.option("--json", "as_json", is_flag=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import MbpatchError
+from .load_path import loadable
 from .verify import Target
 
 CHILD = Path(__file__).with_name("train_child.py")
@@ -63,7 +64,9 @@ def model_path(target: Target, arch: str) -> str:
     path = Path(target.patched)
     if target.kind != "yolov5" and target.scaled and arch != "rtdetr" and f"{arch}-" in path.name:
         path = path.with_name(path.name.replace(f"{arch}-", f"{arch}{target.scale}-", 1))
-    return str(path)
+    if target.kind == "yolov5":  # YOLOv5 opens the path as given (no scale regex)
+        return str(path)
+    return loadable(path, Path(target.root) / target.package.replace(".", "/"))
 
 
 def child(args: Dict, python: Optional[str], timeout: float) -> Dict:

@@ -73,11 +73,14 @@ def make_divisible(value, divisor=8):
 
 
 def fold_bn(conv, bn):
-    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics).
+
+    Folded convs are frozen (requires_grad False), as Ultralytics' and YOLOv5's own fused convs are.
+    """
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight).requires_grad_(False)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
@@ -168,7 +171,7 @@ class RepVggDw(nn.Module):
         pad = [conv.kernel_size[0] // 2] * 4
         identity = nn.functional.pad(torch.ones_like(conv1.weight), pad)
         merged = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, 1, conv.padding,
-                           groups=conv.groups).to(conv.weight)
+                           groups=conv.groups).to(conv.weight).requires_grad_(False)
         with torch.no_grad():
             merged.weight.copy_(conv.weight + nn.functional.pad(conv1.weight, pad) + identity)
             merged.bias.copy_(conv.bias + conv1.bias)
