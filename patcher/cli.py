@@ -15,6 +15,7 @@ from . import MbpatchError, __version__, engine, report
 from .checkout import Checkout, detect
 from .journal import Journal
 from .load_path import loadable
+from .weights import is_keyword, resolve_imagenet
 from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
@@ -53,17 +54,22 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: Optional[int], scal
     if style != "backbone" and co.kind != "yolov5":
         raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
                            file=str(co.root), step="style")
-    if weights is not None:
+    if weights is not None and style != "backbone":
+        raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
+                           file=str(weights), step="weights")
+    weights_source = None
+    if weights is not None and is_keyword(weights):  # --weights imagenet
+        weights_source = resolve_imagenet(bb)
+        weights = weights_source["file"]  # the cache's snapshot path (not resolved: the blob name is a hash)
+    elif weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise MbpatchError("--weights: no such checkpoint file (pass a timm state dict saved locally)",
                                file=str(weights), step="weights")
-        if style != "backbone":
-            raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
-                               file=str(weights), step="weights")
         weights = str(path.resolve())
     ctx = Context(co, bb, arch, nc=nc or 80, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style,
                   task=task)
+    ctx.weights_source = weights_source  # repo, revision, sha256 of --weights imagenet, for the report
     target = verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
     if nc is None:  # the stock yaml's own nc (classify: 1000)
         ctx.nc = stock_nc(target.stock, ctx.nc)
@@ -203,7 +209,8 @@ def main():
 @click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
 @click.option("--style", default="backbone", show_default=True, type=click.Choice(["backbone", "blocks"]),
               help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
-@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built")
+@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built, "
+              "or `imagenet`: timm's default ImageNet checkpoint, through the Hugging Face cache")
 @click.option("--data", default=None, help="dataset yaml the printed training snippet names (default: a sample dataset and a note)")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
@@ -238,6 +245,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
             p = engine.plan(ctx, recipes)
             doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
                        dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
+            if ctx.weights_source:
+                doc["weights"] = ctx.weights_source
+                if not as_json:
+                    w = ctx.weights_source
+                    report.console.print(f"weights: {w['repo']} {w['filename']} revision {w['revision']} sha256 "
+                                         f"{w['sha256']} ({escape(w['file'])})", soft_wrap=True)
             if dry_run:
                 doc["diff"] = p.diff()
                 if not as_json:
