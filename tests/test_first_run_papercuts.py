@@ -124,19 +124,25 @@ def test_a_path_is_kept_when_no_folder_can_match(tmp_path):
 
 
 def test_list_arch_takes_yolo12_and_yolo26(tmp_path, monkeypatch):
-    """The CLI accepts both; the stock rows (what apply's "lighter scales" line compares with) are measured."""
+    """The CLI accepts both; yolo26's stock rows (what apply's "lighter scales" line compares with) are measured;
+    yolo12's stock yaml is one the same code measures (every backbone row reads the previous one)."""
+    import yaml
+
     from mbpatch import sizes
+    from mbpatch.sizes_child import STOCK
 
     monkeypatch.setenv("MBPATCH_CACHE", str(tmp_path))
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
-    for arch, stock in (("yolo12", "12/yolo12.yaml"), ("yolo26", "26/yolo26.yaml")):
+    for arch in ("yolo12", "yolo26"):
         proc = run_cli("list", "--arch", arch, "--python", tmp_path / "no-python", env={"MBPATCH_CACHE": str(tmp_path)})
         assert "Invalid value" not in proc.stderr and f"stock {arch} backbone" in proc.stderr, proc.stderr[-1500:]
-        got = sizes.sizes(arch, ["mobilenetv2_050"])
-        assert stock in got["stock"]["source"] and set(got["stock"]["scales"]) == set("nsmlx"), got["stock"]
-        # the catalogue's lightest backbone has fewer parameters than the stock x backbone of both archs
-        assert got["backbones"]["mobilenetv2_050"]["params"] < got["stock"]["scales"]["x"]["params"]
-        assert sizes.lighter_scales(arch, "mobilenetv2_050") is not None
+    models = unpacked("ultralytics", "8.4.190", "ultralytics") / "ultralytics/cfg/models"
+    assert all(row[0] == -1 for row in yaml.safe_load((models / STOCK["yolo12"]).read_text())["backbone"])
+    got = sizes.sizes("yolo26", ["mobilenetv2_050"])
+    assert "26/yolo26.yaml" in got["stock"]["source"] and set(got["stock"]["scales"]) == set("nsmlx"), got["stock"]
+    # the catalogue's lightest backbone has fewer parameters than the stock x backbone
+    assert got["backbones"]["mobilenetv2_050"]["params"] < got["stock"]["scales"]["x"]["params"]
+    assert sizes.lighter_scales("yolo26", "mobilenetv2_050") is not None
 
 
 # The checkout's own fuse, after what strip_optimizer does to best.pt (every parameter frozen) and on a fresh build.
