@@ -12,6 +12,7 @@ import click
 from rich.markup import escape
 
 from . import MbpatchError, __version__, engine, report
+from . import transfer as transfer_mod
 from .checkout import Checkout, detect
 from .journal import Journal
 from .load_path import loadable
@@ -211,6 +212,8 @@ def main():
               help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
 @click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built, "
               "or `imagenet`: timm's default ImageNet checkpoint, through the Hugging Face cache")
+@click.option("--transfer", default=None, help="a stock checkpoint (e.g. yolo26n.pt): its neck and head tensors that fit "
+              "are copied into a start file beside it, which `YOLO(yaml).load(file)` trains from")
 @click.option("--data", default=None, help="dataset yaml the printed training snippet names (default: a sample dataset and a note)")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
@@ -219,7 +222,7 @@ def main():
 @click.option("--replace-existing", is_flag=True,
               help="use mbpatch's backbone class even where your checkout already defines one of the same name")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, data, dry_run, no_verify, python,
+def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, transfer, data, dry_run, no_verify, python,
           allow_installed, replace_existing, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     from . import safety
@@ -236,6 +239,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
         if not dry_run:  # every input that can be checked is checked before the first byte is written
             safety.check_python(python)
             safety.check_weights(ctx)
+        stock_pt = transfer_mod.checked_stock(transfer, co.kind) if transfer else None
         recipes = kind_recipes(co.kind).RECIPES
         with engine.Lock(co.root):
             entries = Journal(co.root).load()["entries"]  # refuses a journal we cannot extend (corrupted, newer)
@@ -274,6 +278,10 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 report.console.print(
                     f"[yellow]note:[/] {escape(', '.join(kept_edits))} changed since mbpatch last patched it; your version "
                     f"is kept in .mbpatch/originals/{entry['id']}/, and `mbpatch revert` will ask for --force and save it")
+        if stock_pt and not dry_run:
+            doc["transfer"] = transfer_mod.run(verify_target(ctx), stock_pt, python)
+            if not as_json:
+                report.console.print(escape(transfer_mod.summary(doc["transfer"])), soft_wrap=True)
         code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
         doc["ok"] = code == 0
         if as_json:
