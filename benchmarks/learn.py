@@ -4,7 +4,7 @@ For each family (yolov8, yolo11, yolo26 at scale n) and each backbone (stock, th
 copy of the Ultralytics checkout is patched with `mbpatch apply --no-verify` and trained from random weights with
 the same settings (seed 0, deterministic, CPU, the same epochs); the row is the final validation mAP50-95 and
 mAP50 and the wall time of the training run. The dataset is harder than `verify --train`'s 16 images: more
-images, several classes of shapes, small objects (3-12 % of the image side), 1-6 per image.
+images, several classes of shapes, small objects (3-12 % of the image side by default), 1-6 per image.
 
 A generated dataset ranks wiring and capacity (can gradients reach every layer, does the neck get enough
 channels), NOT ImageNet transfer: pretrained backbones are not used here.
@@ -36,8 +36,9 @@ FOLDERS = {"yolov8": "v8", "yolo11": "11", "yolo26": "26"}
 SHAPES = ("rectangle", "ellipse", "triangle", "cross")
 
 
-def make_dataset(folder: Path, n_train: int, n_val: int, size: int, classes: int, seed: int = 0) -> Path:
-    """Noisy backgrounds with 1-6 small filled shapes of `classes` kinds; labels are the drawn boxes."""
+def make_dataset(folder: Path, n_train: int, n_val: int, size: int, classes: int, seed: int = 0,
+                 obj=(0.03, 0.12)) -> Path:
+    """Noisy backgrounds with 1-6 filled shapes of `classes` kinds, sides `obj` of the image; labels are the boxes."""
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -53,7 +54,7 @@ def make_dataset(folder: Path, n_train: int, n_val: int, size: int, classes: int
             lines = []
             for _ in range(int(rng.integers(1, 7))):
                 c = int(rng.integers(0, classes))
-                w, h = (float(v) for v in rng.uniform(0.03, 0.12, size=2) * size)
+                w, h = (float(v) for v in rng.uniform(obj[0], obj[1], size=2) * size)
                 cx, cy = (float(v) for v in rng.uniform(0.08, 0.92, size=2) * size)
                 x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
                 colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
@@ -134,6 +135,7 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=160)
     ap.add_argument("--classes", type=int, default=4, choices=range(1, len(SHAPES) + 1))
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--obj", type=float, nargs=2, default=(0.03, 0.12), help="object side range, fraction of the image")
     ap.add_argument("--release", default="8.4.190")
     ap.add_argument("--work", default=None, help="folder for checkouts, dataset and runs (default: a temp folder)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-learn.md"))
@@ -143,7 +145,7 @@ def main() -> None:
 
         args.backbones = ["stock"] + [b for b in CATALOG if b in AVAILABLE]
     work = Path(args.work or tempfile.mkdtemp(prefix="mbpatch-learn-"))
-    data = make_dataset(work / "data", args.train, args.val, args.imgsz, args.classes)
+    data = make_dataset(work / "data", args.train, args.val, args.imgsz, args.classes, obj=tuple(args.obj))
     rows = []
     for family in args.families:
         for backbone in args.backbones:
@@ -155,7 +157,8 @@ def main() -> None:
     head = (f"## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
             f"{os.cpu_count()} cores, torch {torch.__version__}, Ultralytics {args.release}\n\n"
             f"Configuration: {args.train} train / {args.val} val generated images, {args.classes} classes, "
-            f"imgsz {args.imgsz}, {args.epochs} epochs from scratch, batch {args.batch}, seed 0, CPU.\n\n"
+            f"objects {args.obj[0]:g}-{args.obj[1]:g} of the side, imgsz {args.imgsz}, {args.epochs} epochs from scratch, "
+            f"batch {args.batch}, seed 0, CPU.\n\n"
             "| family | backbone | params | mAP50-95 | mAP50 | train wall s |\n|---|---|---|---|---|---|\n")
     table = "".join(
         f"| {f} | {b} | {g.get('params', '-'):,} | {g.get('map50_95', float('nan')):.3f} | {g.get('map50', float('nan')):.3f} "
