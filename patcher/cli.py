@@ -16,12 +16,12 @@ from . import transfer as transfer_mod
 from .checkout import Checkout, detect
 from .journal import Journal
 from .load_path import loadable
-from .weights import is_keyword, resolve_imagenet
 from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
 from .verify import Target
 from .verify import run as run_verify
+from .weights import is_keyword, resolve_imagenet
 
 
 def _fail(e: MbpatchError, as_json: bool = False) -> None:
