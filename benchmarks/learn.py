@@ -83,7 +83,9 @@ import json, sys, time
 root, model_yaml, data, epochs, imgsz, batch, project = sys.argv[1:8]
 sys.path.insert(0, root)
 import torch
+threads = torch.get_num_threads()
 from ultralytics import YOLO
+torch.set_num_threads(threads)  # Ultralytics sets cores - 1 at import (1 thread on 2 cores); as verify does
 model = YOLO(model_yaml)
 t0 = time.perf_counter()
 model.train(data=data, epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), seed=0, deterministic=True, workers=0,
