@@ -12,13 +12,16 @@ import click
 from rich.markup import escape
 
 from . import MbpatchError, __version__, engine, report
+from . import transfer as transfer_mod
 from .checkout import Checkout, detect
 from .journal import Journal
+from .load_path import loadable
 from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
 from .verify import Target
 from .verify import run as run_verify
+from .weights import is_keyword, resolve_imagenet
 
 
 def _fail(e: MbpatchError, as_json: bool = False) -> None:
@@ -29,7 +32,7 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
     sys.exit(e.exit_code)
 
 
-def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool,
+def make_context(co: Checkout, backbone: str, arch: str, nc: Optional[int], scale: str, head: str, rect_off: bool,
                  style: str = "backbone", weights: Optional[str] = None, task: str = "detect") -> Context:
     bb = lookup(backbone)
     if bb is None:
@@ -47,23 +50,42 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
         )
     if task not in ALL_TASKS:
         raise MbpatchError(f"unknown --task '{task}'; choose one of: {', '.join(ALL_TASKS)}", file=str(co.root), step="task")
-    if nc < 1:
+    if nc is not None and nc < 1:
         raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
     if style != "backbone" and co.kind != "yolov5":
         raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
                            file=str(co.root), step="style")
-    if weights is not None:
+    if weights is not None and style != "backbone":
+        raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
+                           file=str(weights), step="weights")
+    weights_source = None
+    if weights is not None and is_keyword(weights):  # --weights imagenet
+        weights_source = resolve_imagenet(bb)
+        weights = weights_source["file"]  # the cache's snapshot path (not resolved: the blob name is a hash)
+    elif weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise MbpatchError("--weights: no such checkpoint file (pass a timm state dict saved locally)",
                                file=str(weights), step="weights")
-        if style != "backbone":
-            raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
-                               file=str(weights), step="weights")
         weights = str(path.resolve())
-    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style, task=task)
-    verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
+    ctx = Context(co, bb, arch, nc=nc or 80, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style,
+                  task=task)
+    ctx.weights_source = weights_source  # repo, revision, sha256 of --weights imagenet, for the report
+    target = verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
+    if nc is None:  # the stock yaml's own nc (classify: 1000)
+        ctx.nc = stock_nc(target.stock, ctx.nc)
     return ctx
+
+
+def stock_nc(path: Path, default: int) -> int:
+    """The `nc:` the stock yaml declares (read as text: a yaml the checkout ships), else `default`."""
+    import re
+
+    try:
+        m = re.search(r"^nc:\s*(\d+)", path.read_text(encoding="utf-8"), re.M)
+    except OSError:
+        return default
+    return int(m.group(1)) if m else default
 
 
 ALL_ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26", "yolov5")
@@ -98,6 +120,7 @@ def training_snippet(ctx: Context, target: Target) -> str:
     path = target.patched
     if target.load_name and target.load_name != path.name:  # Ultralytics reads the scale from the file name
         path = path.with_name(target.load_name)
+    path = loadable(path, target.root / target.package.replace(".", "/"))  # survives Ultralytics' scale regex
     data = {"detect": "coco8.yaml", "segment": "coco8-seg.yaml", "pose": "coco8-pose.yaml", "obb": "dota8.yaml",
             "classify": "imagenet10", "semantic": "cityscapes8.yaml", "depth": "nyu8.yaml"}.get(target.task, "coco8.yaml")
     snippet = f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="{data}", epochs=100, imgsz=640)'
@@ -181,7 +204,7 @@ def main():
 @click.option("--arch", required=True, help="rtdetr, yolov8, yolo11, yolo12 or yolo26 (Ultralytics); yolov5 (YOLOv5)")
 @click.option("--task", default="detect", show_default=True, type=click.Choice(list(ALL_TASKS)),
               help="which stock yaml of the family: detect, segment, pose, obb, classify (yolo26 also semantic, depth)")
-@click.option("--nc", default=80, show_default=True, help="number of classes in the generated yaml")
+@click.option("--nc", default=None, type=int, help="number of classes in the generated yaml  [default: the stock yaml's]")
 @click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")),
               help="model scale; rtdetr: l (also the default n) or x picks the rtdetr-l or rtdetr-x neck")
 @click.option("--head", default="stock", show_default=True, type=click.Choice(["stock", "light"]),
@@ -189,7 +212,10 @@ def main():
 @click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
 @click.option("--style", default="backbone", show_default=True, type=click.Choice(["backbone", "blocks"]),
               help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
-@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built")
+@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built, "
+              "or `imagenet`: timm's default ImageNet checkpoint, through the Hugging Face cache")
+@click.option("--transfer", default=None, help="a stock checkpoint (e.g. yolo26n.pt): its neck and head tensors that fit "
+              "are copied into a start file beside it, which `YOLO(yaml).load(file)` trains from")
 @click.option("--data", default=None, help="dataset yaml the printed training snippet names (default: a sample dataset and a note)")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
@@ -198,7 +224,7 @@ def main():
 @click.option("--replace-existing", is_flag=True,
               help="use mbpatch's backbone class even where your checkout already defines one of the same name")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, data, dry_run, no_verify, python,
+def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, transfer, data, dry_run, no_verify, python,
           allow_installed, replace_existing, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     from . import safety
@@ -215,6 +241,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
         if not dry_run:  # every input that can be checked is checked before the first byte is written
             safety.check_python(python)
             safety.check_weights(ctx)
+        stock_pt = transfer_mod.checked_stock(transfer, co.kind) if transfer else None
         recipes = kind_recipes(co.kind).RECIPES
         with engine.Lock(co.root):
             entries = Journal(co.root).load()["entries"]  # refuses a journal we cannot extend (corrupted, newer)
@@ -224,6 +251,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
             p = engine.plan(ctx, recipes)
             doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
                        dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
+            if ctx.weights_source:
+                doc["weights"] = ctx.weights_source
+                if not as_json:
+                    w = ctx.weights_source
+                    report.console.print(f"weights: {w['repo']} {w['filename']} revision {w['revision']} sha256 "
+                                         f"{w['sha256']} ({escape(w['file'])})", soft_wrap=True)
             if dry_run:
                 doc["diff"] = p.diff()
                 if not as_json:
@@ -233,7 +266,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 else:
                     report.dump(doc)
                 return
-            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=nc, scale=scale, head=head, style=style,
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=ctx.nc, scale=scale, head=head, style=style,
                         weights=ctx.weights, recipes={s.recipe: s.status for s in p.steps}, kind=co.kind, version=co.version)
             entry = engine.write(p, meta)
             written = entry is not None
@@ -247,6 +280,10 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 report.console.print(
                     f"[yellow]note:[/] {escape(', '.join(kept_edits))} changed since mbpatch last patched it; your version "
                     f"is kept in .mbpatch/originals/{entry['id']}/, and `mbpatch revert` will ask for --force and save it")
+        if stock_pt and not dry_run:
+            doc["transfer"] = transfer_mod.run(verify_target(ctx), stock_pt, python)
+            if not as_json:
+                report.console.print(escape(transfer_mod.summary(doc["transfer"])), soft_wrap=True)
         checks = None if no_verify else _doctor_after_apply(co, python, ctx)
         code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
         if checks is not None:
@@ -622,7 +659,7 @@ def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str,
 
 
 @main.command(name="list")
-@click.option("--arch", "size_arch", default=None, type=click.Choice(["rtdetr", "yolov8", "yolo11", "yolov5"]),
+@click.option("--arch", "size_arch", default=None, type=click.Choice(list(ALL_ARCHS)),
               help="also each backbone's parameters and GFLOPs at 640 beside the stock ARCH backbone's at each scale")
 @click.option("--python", "python", default=None, help="with --arch: the interpreter that measures (torch, Ultralytics)")
 @click.option("--json", "as_json", is_flag=True)

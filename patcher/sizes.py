@@ -23,7 +23,7 @@ from .templates import AVAILABLE, CATALOG
 
 CHILD = Path(__file__).with_name("sizes_child.py")
 MARKER = "@@MBPATCH-SIZES@@"
-ARCHS = ("rtdetr", "yolov8", "yolo11", "yolov5")
+ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26", "yolov5")  # every arch apply accepts (cli.ALL_ARCHS)
 
 
 def cache_file() -> Path:

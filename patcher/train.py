@@ -25,6 +25,7 @@ from typing import Dict, Optional
 from . import MbpatchError
 from .advice import install_line
 from .child_env import child_env
+from .load_path import loadable
 from .verify import Target
 
 CHILD = Path(__file__).with_name("train_child.py")
@@ -62,7 +63,9 @@ def model_path(target: Target, arch: str) -> str:
     path = Path(target.patched)
     if target.kind != "yolov5" and target.scaled and arch != "rtdetr" and f"{arch}-" in path.name:
         path = path.with_name(path.name.replace(f"{arch}-", f"{arch}{target.scale}-", 1))
-    return str(path)
+    if target.kind == "yolov5":  # YOLOv5 opens the path as given (no scale regex)
+        return str(path)
+    return loadable(path, Path(target.root) / target.package.replace(".", "/"))
 
 
 def child(args: Dict, python: Optional[str], timeout: float, script: Path = CHILD) -> Dict:
