@@ -19,6 +19,15 @@ median of `--runs` timed runs after `--warmup` untimed ones is reported.
     python benchmarks/deploy.py [--runs 5] [--warmup 1] [--only ID ...] [--repo CHECKOUT] [--out FILE]
 
 Prints two markdown tables (and writes them to --out with the date, machine and versions). Not a test.
+
+With `--runtimes torch,onnx,openvino,ncnn,litert` it measures instead what `mbpatch bench` measures, for each
+arch of `--archs`, image size of `--sizes` and thread count of `--threads` (`all` = every core): stock and
+patched detectors of `--scales`, fused, exported by the checkout's own exporter, timed batch 1 on each runtime,
+all models alternated in every round. One markdown table per (arch, size, threads); a runtime that is not
+installed is named with its pip line.
+
+    python benchmarks/deploy.py --runtimes torch,onnx,openvino,ncnn --archs yolov8 --scales n --sizes 320 \
+        --threads 1 --only mobilenetv2_050 mobilenetv4_small --runs 10 [--out FILE]
 """
 
 from __future__ import annotations
@@ -160,7 +169,14 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="catalogue ids (default: all)")
     parser.add_argument("--repo", type=Path, help="an unpatched Ultralytics checkout to copy (default: cached 8.4.190)")
     parser.add_argument("--out", type=Path, help="also write the tables, with date/machine/versions, here")
+    parser.add_argument("--runtimes", help="torch,onnx,openvino,ncnn,litert: time on these runtimes (mbpatch bench)")
+    parser.add_argument("--archs", default="yolov8,yolo11,yolo26", help="with --runtimes: Ultralytics archs")
+    parser.add_argument("--scales", default="n,s", help="with --runtimes: detector scales")
+    parser.add_argument("--sizes", default="640,320", help="with --runtimes: input sizes")
+    parser.add_argument("--threads", default="1,all", help="with --runtimes: thread counts (all = every core)")
     args = parser.parse_args(argv)
+    if args.runtimes:
+        return runtime_main(args)
 
     import timm
     import timm.utils
@@ -257,6 +273,58 @@ def main(argv=None):
             f"- total benchmark time {time.perf_counter() - started:.0f} s",
         ])
         args.out.write_text("# Deploy benchmark: fused detectors and backbones\n\n" + meta + "\n\n" + table + "\n")
+
+
+def runtime_main(args) -> None:
+    """`mbpatch bench --json` for each arch x size x threads; markdown tables (and --out, newest first)."""
+    catalogue = load_file(ROOT / "templates" / "__init__.py", "_mbpatch_deploy_catalogue")
+    ids = args.only or sorted(catalogue.AVAILABLE)
+    source = args.repo or unpacked("ultralytics", "8.4.190", "ultralytics")
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    sections = []
+    for arch in args.archs.split(","):
+        for size in (int(v) for v in args.sizes.split(",")):
+            for threads in args.threads.split(","):
+                n = os.cpu_count() if threads == "all" else int(threads)
+                cmd = [sys.executable, "-m", "mbpatch", "bench", "--repo", str(source), "--arch", arch, "--scale",
+                       args.scales, "--backbone", ",".join(ids), "--runtime", args.runtimes, "--imgsz", str(size),
+                       "--threads", str(n), "--runs", str(args.runs), "--json"]
+                print(" ".join(cmd[2:]), file=sys.stderr, flush=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                try:
+                    doc = json.loads(proc.stdout)
+                except ValueError:
+                    doc = {"ok": False, "error": proc.stderr.strip().splitlines()[-1:]}
+                sections.append(runtime_table(arch, size, n, doc))
+                print(sections[-1] + "\n", flush=True)
+    load_after = os.getloadavg()
+    meta = (f"- {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_name()}, {os.cpu_count()} cores; "
+            f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; total {time.perf_counter() - started:.0f} s\n"
+            f"- command: `python benchmarks/deploy.py --runtimes {args.runtimes} --archs {args.archs} --scales "
+            f"{args.scales} --sizes {args.sizes} --threads {args.threads} --only {' '.join(ids)} --runs {args.runs}`")
+    text = meta + "\n\n" + "\n\n".join(sections)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def runtime_table(arch, size, threads, doc) -> str:
+    head = f"#### {arch}, imgsz {size}, {threads} thread(s): ms (patched / stock)"
+    if not doc.get("rows"):
+        return f"{head}\n\nfailed: {doc.get('error')}"
+    rts = doc["runtimes"]
+    lines = [head, "", "| scale | model | params (M) | GFLOPs | " + " | ".join(rts) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(rts)]
+    for r in doc["rows"]:
+        cells = []
+        for rt in rts:
+            ms, ratio = r["ms"].get(rt), r["ratio"].get(rt)
+            cells.append("error" if ms is None else f"{ms:.1f}" if r["label"] == "stock" else f"{ms:.1f} ({ratio:.2f})")
+        gf = f"{r['gflops']:.1f}" if r.get("gflops") else "-"
+        lines.append(f"| {r['scale']} | {r['label']} | {r['params'] / 1e6:.2f} | {gf} | " + " | ".join(cells) + " |")
+    for rt, why in (doc.get("skipped") or {}).items():
+        lines.append(f"\n{rt}: {why}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

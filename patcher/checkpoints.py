@@ -35,7 +35,7 @@ def module_names(deleted: Iterable[str]) -> List[str]:
     return sorted(set(out))
 
 
-def _pickled(path: Path) -> bytes:
+def pickled(path: Path) -> bytes:
     try:
         with zipfile.ZipFile(path) as z:
             return b"".join(z.read(n) for n in z.namelist() if n.endswith("data.pkl"))
@@ -63,6 +63,6 @@ def needing(roots: Iterable[Path], deleted: Iterable[str]) -> List[Path]:
                 if seen > MAX_FILES:
                     return found
                 path = Path(folder) / name
-                if pattern.search(_pickled(path)):
+                if pattern.search(pickled(path)):
                     found.append(path)
     return found

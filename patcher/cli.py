@@ -12,13 +12,16 @@ import click
 from rich.markup import escape
 
 from . import MbpatchError, __version__, engine, report
+from . import transfer as transfer_mod
 from .checkout import Checkout, detect
 from .journal import KEEP_PREFIXES, Journal
+from .load_path import loadable
 from .recipe_index import kind_recipes
 from .recipes import Context, RecipeError
 from .templates import AVAILABLE, CATALOG, lookup
 from .verify import Target
 from .verify import run as run_verify
+from .weights import is_keyword, resolve_imagenet
 
 
 def _fail(e: MbpatchError, as_json: bool = False) -> None:
@@ -29,7 +32,7 @@ def _fail(e: MbpatchError, as_json: bool = False) -> None:
     sys.exit(e.exit_code)
 
 
-def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, head: str, rect_off: bool,
+def make_context(co: Checkout, backbone: str, arch: str, nc: Optional[int], scale: str, head: str, rect_off: bool,
                  style: str = "backbone", weights: Optional[str] = None, task: str = "detect") -> Context:
     bb = lookup(backbone)
     if bb is None:
@@ -47,23 +50,42 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: int, scale: str, he
         )
     if task not in ALL_TASKS:
         raise MbpatchError(f"unknown --task '{task}'; choose one of: {', '.join(ALL_TASKS)}", file=str(co.root), step="task")
-    if nc < 1:
+    if nc is not None and nc < 1:
         raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
     if style != "backbone" and co.kind != "yolov5":
         raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
                            file=str(co.root), step="style")
-    if weights is not None:
+    if weights is not None and style != "backbone":
+        raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
+                           file=str(weights), step="weights")
+    weights_source = None
+    if weights is not None and is_keyword(weights):  # --weights imagenet
+        weights_source = resolve_imagenet(bb)
+        weights = weights_source["file"]  # the cache's snapshot path (not resolved: the blob name is a hash)
+    elif weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise MbpatchError("--weights: no such checkpoint file (pass a timm state dict saved locally)",
                                file=str(weights), step="weights")
-        if style != "backbone":
-            raise MbpatchError("--weights needs --style backbone: the per-block layers have no timm checkpoint",
-                               file=str(weights), step="weights")
         weights = str(path.resolve())
-    ctx = Context(co, bb, arch, nc=nc, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style, task=task)
-    verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
+    ctx = Context(co, bb, arch, nc=nc or 80, scale=scale, head=head, rect_off=rect_off, weights=weights, style=style,
+                  task=task)
+    ctx.weights_source = weights_source  # repo, revision, sha256 of --weights imagenet, for the report
+    target = verify_target(ctx)  # refuses up front an arch or task this release lacks (yolo26 before 8.4.0, ...)
+    if nc is None:  # the stock yaml's own nc (classify: 1000)
+        ctx.nc = stock_nc(target.stock, ctx.nc)
     return ctx
+
+
+def stock_nc(path: Path, default: int) -> int:
+    """The `nc:` the stock yaml declares (read as text: a yaml the checkout ships), else `default`."""
+    import re
+
+    try:
+        m = re.search(r"^nc:\s*(\d+)", path.read_text(encoding="utf-8"), re.M)
+    except OSError:
+        return default
+    return int(m.group(1)) if m else default
 
 
 ALL_ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26", "yolov5")
@@ -98,6 +120,7 @@ def training_snippet(ctx: Context, target: Target) -> str:
     path = target.patched
     if target.load_name and target.load_name != path.name:  # Ultralytics reads the scale from the file name
         path = path.with_name(target.load_name)
+    path = loadable(path, target.root / target.package.replace(".", "/"))  # survives Ultralytics' scale regex
     data = {"detect": "coco8.yaml", "segment": "coco8-seg.yaml", "pose": "coco8-pose.yaml", "obb": "dota8.yaml",
             "classify": "imagenet10", "semantic": "cityscapes8.yaml", "depth": "nyu8.yaml"}.get(target.task, "coco8.yaml")
     snippet = f'from ultralytics import {cls}\n\nmodel = {cls}("{path}")\nmodel.train(data="{data}", epochs=100, imgsz=640)'
@@ -117,8 +140,10 @@ def _with_data(snippet: str, ctx: Context, sample: str) -> str:
     return note + "\n" + snippet
 
 
-def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, patched: Optional[Path] = None) -> int:
-    """Build stock and patched models (the yaml the arch's recipes write, or `patched`) and report them."""
+def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, patched: Optional[Path] = None,
+              quiet: bool = False) -> int:
+    """Build stock and patched models (the yaml the arch's recipes write, or `patched`) and report them
+    (`quiet`: progress only, the caller reports)."""
     target = verify_target(ctx)
     if patched is not None:
         target.patched = patched
@@ -134,7 +159,7 @@ def do_verify(ctx: Context, python: Optional[str], as_json: bool, doc: Dict, pat
         doc["heavier_than_stock"] = report.heavier_line(result) is not None
         if doc["heavier_than_stock"] and not as_json:  # scripts get the scales from `mbpatch list --arch A --json`
             lighter = _lighter_scales(ctx, target, python)
-    if not as_json:
+    if not as_json and not quiet:
         report.verification(result, str(target.patched), snippet, lighter, result["wall_s"])
     return 0 if result.get("ok") else 1
 
@@ -181,7 +206,7 @@ def main():
 @click.option("--arch", required=True, help="rtdetr, yolov8, yolo11, yolo12 or yolo26 (Ultralytics); yolov5 (YOLOv5)")
 @click.option("--task", default="detect", show_default=True, type=click.Choice(list(ALL_TASKS)),
               help="which stock yaml of the family: detect, segment, pose, obb, classify (yolo26 also semantic, depth)")
-@click.option("--nc", default=80, show_default=True, help="number of classes in the generated yaml")
+@click.option("--nc", default=None, type=int, help="number of classes in the generated yaml  [default: the stock yaml's]")
 @click.option("--scale", default="n", show_default=True, type=click.Choice(list("nsmlx")),
               help="model scale; rtdetr: l (also the default n) or x picks the rtdetr-l or rtdetr-x neck")
 @click.option("--head", default="stock", show_default=True, type=click.Choice(["stock", "light"]),
@@ -189,7 +214,10 @@ def main():
 @click.option("--rect-off", is_flag=True, help="also set rect=False in the detect trainer (square batches)")
 @click.option("--style", default="backbone", show_default=True, type=click.Choice(["backbone", "blocks"]),
               help="yolov5: the whole backbone at layer 0, or MobileNetV2 as inverted-residual block layers (per-block tutorial)")
-@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built")
+@click.option("--weights", default=None, help="a local timm checkpoint the backbone loads whenever the model is built, "
+              "or `imagenet`: timm's default ImageNet checkpoint, through the Hugging Face cache")
+@click.option("--transfer", default=None, help="a stock checkpoint (e.g. yolo26n.pt): its neck and head tensors that fit "
+              "are copied into a start file beside it, which `YOLO(yaml).load(file)` trains from")
 @click.option("--data", default=None, help="dataset yaml the printed training snippet names (default: a sample dataset and a note)")
 @click.option("--dry-run", is_flag=True, help="print the plan and a diff, write nothing")
 @click.option("--no-verify", is_flag=True, help="skip building the model afterwards")
@@ -198,7 +226,7 @@ def main():
 @click.option("--replace-existing", is_flag=True,
               help="use mbpatch's backbone class even where your checkout already defines one of the same name")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, data, dry_run, no_verify, python,
+def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights, transfer, data, dry_run, no_verify, python,
           allow_installed, replace_existing, as_json):
     """Patch a checkout so it builds ARCH with BACKBONE, then verify it."""
     from . import safety
@@ -216,6 +244,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
         if not dry_run:  # every input that can be checked is checked before the first byte is written
             safety.check_python(python)
             safety.check_weights(ctx)
+        stock_pt = transfer_mod.checked_stock(transfer, co.kind) if transfer else None
         recipes = kind_recipes(co.kind).RECIPES
         with engine.Lock(co.root):
             entries = Journal(co.root).load()["entries"]  # refuses a journal we cannot extend (corrupted, newer)
@@ -226,6 +255,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
             safety.refuse_name_clash(co, ctx.backbone, p.changes, p.originals, replace_existing)
             doc = dict(ok=True, command="apply", checkout=_co_json(co), backbone=ctx.backbone.id, arch=ctx.arch,
                        dry_run=dry_run, steps=report.steps_json(p.steps), changed=sorted(p.changes))
+            if ctx.weights_source:
+                doc["weights"] = ctx.weights_source
+                if not as_json:
+                    w = ctx.weights_source
+                    report.console.print(f"weights: {w['repo']} {w['filename']} revision {w['revision']} sha256 "
+                                         f"{w['sha256']} ({escape(w['file'])})", soft_wrap=True)
             if dry_run:
                 doc["diff"] = p.diff()
                 if not as_json:
@@ -235,7 +270,7 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 else:
                     report.dump(doc)
                 return
-            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=nc, scale=scale, head=head, style=style,
+            meta = dict(backbone=ctx.backbone.id, arch=ctx.arch, task=task, nc=ctx.nc, scale=scale, head=head, style=style,
                         weights=ctx.weights, recipes={s.recipe: s.status for s in p.steps}, kind=co.kind, version=co.version)
             entry = engine.write(p, meta)
             written = entry is not None
@@ -249,7 +284,16 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
                 report.console.print(
                     f"[yellow]note:[/] {escape(', '.join(kept_edits))} changed since mbpatch last patched it; your version "
                     f"is kept in .mbpatch/originals/{entry['id']}/, and `mbpatch revert` will ask for --force and save it")
+        if stock_pt and not dry_run:
+            doc["transfer"] = transfer_mod.run(verify_target(ctx), stock_pt, python)
+            if not as_json:
+                report.console.print(escape(transfer_mod.summary(doc["transfer"])), soft_wrap=True)
+        checks = None if no_verify else _doctor_after_apply(co, python, ctx)
         code = 0 if no_verify else do_verify(ctx, python, as_json, doc)
+        if checks is not None:
+            doc["doctor_problems"] = checks.lines()
+            for line in doc["doctor_problems"] if not as_json else []:
+                report.console.print(f"[bold red]doctor:[/] {escape(line)}", soft_wrap=True)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
@@ -260,6 +304,12 @@ def apply(repo, backbone, arch, task, nc, scale, head, rect_off, style, weights,
         whole = written or isinstance(e, engine.Interrupted)  # Interrupted: raised after a complete write phase
         _interrupted(e, "apply", "the patch is applied and journalled (`mbpatch revert` undoes it)" if whole
                      else "nothing was written", as_json)
+
+
+def _doctor_after_apply(co: Checkout, python: Optional[str], ctx: Context):
+    from .doctor import AfterApply
+
+    return AfterApply(co, python, list(ctx.backbone.names))
 
 
 def _interrupted(e: KeyboardInterrupt, command: str, state: str, as_json: bool) -> None:
@@ -296,7 +346,8 @@ def _co_json(co: Checkout) -> Dict:
               help="no journal (.mbpatch/ deleted): undo mbpatch's marked edits by replaying them on the release's files")
 @click.option("--source", default=None,
               help="with --from-markers: the release's wheel or unpacked folder (default: pip download it)")
-def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
+@click.option("--last", is_flag=True, help="undo only the newest apply (see `mbpatch log`); the others stay")
+def revert(repo, force, dry_run, as_json, from_markers=False, source=None, last=False):
     """Give back the exact bytes the checkout had before mbpatch."""
     done = False
     try:
@@ -305,6 +356,9 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
         if source and not from_markers:
             raise MbpatchError("--source is the release for --from-markers; a journal's originals need none",
                                file=str(source), step="revert")
+        if last and from_markers:
+            raise MbpatchError("--last pops the newest apply from the journal; --from-markers is for a checkout "
+                               "without one", file=str(root), step="revert")
         if from_markers:
             return _revert_from_markers(repo, root, journal, source, force, dry_run, as_json)
         nothing = "no mbpatch journal here: nothing to revert"
@@ -328,7 +382,13 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
                        + ("; they would be removed" if dry_run else "; removed them"))
                 report.dump({"ok": True, "restored": [], "note": msg}) if as_json else report.console.print(msg)
                 return
-            rp = engine.plan_revert(root, version=version, gone=version is None)
+            drop = None
+            if last:
+                from . import stack
+
+                rp, drop = stack.plan_last(root, version), stack.last_entry(root)
+            else:
+                rp = engine.plan_revert(root, version=version, gone=version is None)
             trained = _trained_checkpoints(root, rp, journal)
             if dry_run:
                 doc = dict(ok=True, dry_run=True, restore=sorted(rp.restore), edited=rp.edited,
@@ -345,9 +405,11 @@ def revert(repo, force, dry_run, as_json, from_markers=False, source=None):
                         report.console.print(f"[yellow]edited since apply:[/] {escape(', '.join(rp.blocked))} ({how})")
                     _checkpoints_note(trained)
                 return
-            res = engine.revert(root, rp, force=force)
+            res = engine.revert(root, rp, force=force, drop=drop)
             done = True
-        _revert_report(rp, res, as_json, trained)
+            if drop is not None:
+                drop = dict(drop, left=len(journal.entries()) if journal.exists() else 0)
+        _revert_report(rp, res, as_json, trained, drop)
     except MbpatchError as e:
         _fail(e, as_json)
     except KeyboardInterrupt as e:
@@ -421,8 +483,11 @@ def _trained_checkpoints(root: Path, rp, journal) -> Tuple[List[str], Optional[s
     if not found:
         return [], None
     shown = [os.path.relpath(p, root) if root in p.parents else str(p) for p in found]
-    backbones = sorted({e.get("backbone") for e in journal.entries() if e.get("backbone")})
-    again = " or ".join(f"`mbpatch apply --backbone {b}`" for b in backbones) or "`mbpatch apply` with the same backbone"
+    from .stack import bring_back
+
+    reverted = journal.entries()[-rp.entries:] if rp.entries else []  # all, or the newest (--last)
+    again = " and ".join(f"`{c}`" for c in bring_back(root, reverted, found)) or \
+        "`mbpatch apply` with the same backbone"
     note = (f"{len(found)} trained checkpoint(s) hold the patched backbone's classes ({', '.join(shown[:5])}"
             + (", ..." if len(shown) > 5 else "") + f"): without the backbone source they do not load; {again} "
             "brings it back and they load again (an exported ONNX file never needs it)")
@@ -434,7 +499,7 @@ def _checkpoints_note(trained) -> None:
         report.console.print(f"[yellow]note:[/] {escape(trained[1])}", soft_wrap=True)
 
 
-def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
+def _revert_report(rp, res, as_json: bool, trained=([], None), dropped: Optional[Dict] = None) -> None:
     if rp.upgraded:
         tail = (f"this checkout was upgraded from {rp.upgraded[0]} to {rp.upgraded[1]} since mbpatch patched it: undid "
                 f"the changes of mbpatch still there; kept {len(res.left)} file(s) as the upgrade left them"
@@ -443,11 +508,17 @@ def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
     elif rp.gone:
         tail = ("the package is gone (uninstalled?): removed what mbpatch left"
                 + (f"; {len(res.left)} deleted file(s) not recreated (originals saved in {res.kept})" if res.kept else ""))
+    elif dropped is not None:
+        tail = (f"reverted apply {dropped['id']} ({dropped.get('backbone')} / {dropped.get('arch')}): its files have "
+                "the bytes they had before it" + (f"; {dropped['left']} apply(s) stay" if dropped["left"] else
+                                                   "; it was the only one: the checkout has its original bytes"))
     else:
         tail = f"reverted {rp.entries} apply(s); the checkout has its original bytes"
     doc = dict(ok=True, restored=sorted(res.restored), entries=rp.entries, saved=str(res.saved) if res.saved else None,
                kept=str(res.kept) if res.kept else None, left=res.left, upgraded=rp.upgraded, note=tail,
                checkpoints_needing_patch=trained[0], checkpoints_note=trained[1])
+    if dropped is not None:
+        doc.update(reverted_entry=dropped["id"], entries_left=dropped["left"])
     if as_json:
         report.dump(doc)
         return
@@ -468,8 +539,9 @@ def _revert_report(rp, res, as_json: bool, trained=([], None)) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--train", "train", is_flag=True,
               help="also train 1 epoch on a generated dataset with the checkout's trainer, validate, reload best.pt")
-@click.option("--export", "export", default=None, type=click.Choice(["onnx"]),
-              help="also export with the checkout's exporter and compare onnxruntime with PyTorch")
+@click.option("--export", "export", default=None, metavar="FORMAT[,FORMAT...]|all",
+              help="also export (onnx, torchscript, openvino, ncnn, ... or all) with the checkout's exporter, the stock "
+                   "model alongside, and compare each format's runtime with PyTorch")
 @click.option("--imgsz", default=64, show_default=True, help="image size for --train / --export")
 @click.option("--epochs", default=1, show_default=True, help="epochs for --train")
 @click.option("--batch", default=8, show_default=True, help="batch size for --train")
@@ -489,7 +561,17 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
                            int(last.get("nc", 80)), last.get("scale", "n"), last.get("head", "stock"), False,
                            last.get("style", "backbone"), task=task)
         doc: Dict = dict(ok=True, command="verify")
-        code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None)
+        code = 0
+        if model_yaml is None and len(entries) > 1:  # every live apply first, one row each; the last in full below
+            from .stack import verify_earlier
+
+            code = verify_earlier(co, entries, lambda c, d: do_verify(c, python, as_json, d, quiet=True),
+                                  make_context, doc, as_json)
+        code = do_verify(ctx, python, as_json, doc, Path(model_yaml).resolve() if model_yaml else None) or code
+        if "applies" in doc:
+            from .stack import add_newest
+
+            add_newest(doc, last, as_json)
         if code == 0 and (train or export):
             code = _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch,
                                   task, work)
@@ -503,7 +585,7 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
 
 def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch, task, work) -> int:
     """verify --train / --export: the checkout's own trainer and exporter (patcher/train.py)."""
-    from .train import export_check, task_of_yaml, train_check
+    from .train import task_of_yaml, train_check
 
     target = verify_target(ctx)
     if model_yaml:
@@ -516,11 +598,59 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
         if not as_json:
             report.training(doc["train"])
     if export:
-        doc["export"] = export_check(target, ctx.arch, export, python, imgsz, work)
-        code = code or (0 if doc["export"]["ok"] else 1)
+        from .export import export_formats_check, onnx_view, parse_formats, print_exports
+
+        doc["exports"] = export_formats_check(target, ctx.arch, parse_formats(export), python, imgsz, work)
+        code = code or (0 if doc["exports"]["ok"] else 1)
+        if onnx_view(doc["exports"]):  # the `--export onnx` document of earlier releases
+            doc["export"] = onnx_view(doc["exports"])
         if not as_json:
-            report.exported(doc["export"])
+            print_exports(doc["exports"])
     return code
+
+
+@main.command()
+@click.option("--repo", required=True, help="the checkout (copied to a temporary folder; never written)")
+@click.option("--arch", required=True, help="rtdetr, yolov8, yolo11, yolo12, yolo26 or yolov5")
+@click.option("--task", default="detect", show_default=True, type=click.Choice(list(ALL_TASKS)))
+@click.option("--scale", "scales", default="n", show_default=True, help="scales, comma-separated (n,s)")
+@click.option("--backbone", "backbones", default="mobilenetv2_050", show_default=True, help="ids, comma-separated, or all")
+@click.option("--runtime", "runtimes", default=None, help="torch,onnx,openvino,litert,ncnn (default: torch, onnx and those installed)")
+@click.option("--imgsz", default=640, show_default=True)
+@click.option("--threads", default=1, show_default=True, help="threads of every runtime")
+@click.option("--runs", default=20, show_default=True, help="timed rounds (every model once per round)")
+@click.option("--python", "python", default=None, help="interpreter that builds and times the models")
+@click.option("--json", "as_json", is_flag=True)
+def bench(repo, arch, task, scales, backbones, runtimes, imgsz, threads, runs, python, as_json):
+    """Time stock and patched models (fused, batch 1) on each runtime: is the patched one faster here?"""
+    from .bench import RUNTIMES, print_table, progress, split
+    from .bench import run as run_bench
+
+    try:
+        co = detect(repo)
+        names = sorted(AVAILABLE) if backbones.strip() == "all" else split(backbones)
+        bad = [r for r in split(runtimes) if r not in RUNTIMES]
+        if bad or not names or not split(scales) or threads < 1 or runs < 1 or imgsz < 32:
+            raise MbpatchError(f"bench: unknown runtime {', '.join(bad)}" if bad else
+                               "bench: needs a backbone, a scale, --threads/--runs >= 1 and --imgsz >= 32", step="bench")
+        if co.kind == "yolov5" and len(split(scales)) > 1:  # its yaml files are per scale: one apply, one scale
+            raise MbpatchError("bench: YOLOv5 checkouts take one --scale per run", file=str(co.root), step="bench")
+        for name in names:
+            make_context(co, name, arch, 80, split(scales)[0], "stock", False, task=task)  # refuses bad input up front
+
+        def target_of(copy, backbone, scale):
+            return verify_target(make_context(detect(copy), backbone, arch, 80, scale, "stock", False, task=task))
+
+        with progress(True) as stage:
+            doc = run_bench(co.root, arch, task, split(scales), names, target_of, split(runtimes) or None, imgsz,
+                            threads, runs, python, on_stage=stage)
+        if as_json:
+            report.dump(doc)
+        else:
+            print_table(doc)
+        sys.exit(0 if doc.get("ok") else 1)
+    except MbpatchError as e:
+        _fail(e, as_json)
 
 
 def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str, str]:
@@ -538,7 +668,7 @@ def _arch_of(model_yaml: Optional[str], kind: str = "ultralytics") -> Tuple[str,
 
 
 @main.command(name="list")
-@click.option("--arch", "size_arch", default=None, type=click.Choice(["rtdetr", "yolov8", "yolo11", "yolov5"]),
+@click.option("--arch", "size_arch", default=None, type=click.Choice(list(ALL_ARCHS)),
               help="also each backbone's parameters and GFLOPs at 640 beside the stock ARCH backbone's at each scale")
 @click.option("--python", "python", default=None, help="with --arch: the interpreter that measures (torch, Ultralytics)")
 @click.option("--json", "as_json", is_flag=True)
@@ -598,11 +728,12 @@ def list_(size_arch, python, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 def fetch(release, dest, as_json):
     """Make DIR a source checkout of RELEASE (ultralytics[==VERSION] or yolov5[==VERSION]) from the package index."""
+    from .fetch import check_dest, parse_spec
     from .fetch import fetch as do_fetch
-    from .fetch import parse_spec
 
     try:
         parse_spec(release)
+        check_dest(dest)  # before saying it downloads
         if not as_json:
             report.console.print(f"downloading the source distribution of {escape(release)} (pip download) ...")
         doc = do_fetch(release, dest)
@@ -618,6 +749,24 @@ def fetch(release, dest, as_json):
         report.console.print(f"[yellow]note:[/] {escape(doc['note'])}", soft_wrap=True)
     else:
         report.console.print(f"next: pip install -e {escape(dest)}   (so `import {doc['dist']}` loads this checkout)", soft_wrap=True)
+
+
+@main.command(name="log")
+@click.option("--repo", default=".", show_default=True, help="the checkout")
+@click.option("--json", "as_json", is_flag=True)
+def log_(repo, as_json):
+    """The applies of the journal, oldest first (`revert --last` undoes the newest)."""
+    from .stack import rows
+
+    try:
+        root, _ = _revert_root(repo)
+        listed = rows(Journal(root).entries())
+    except MbpatchError as e:
+        _fail(e, as_json)
+    if as_json:
+        report.dump(dict(ok=True, root=str(root), applies=listed))
+    else:
+        report.applies_table(listed, str(root))
 
 
 @main.command()

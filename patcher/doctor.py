@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import MbpatchError, report
+from .advice import install_line
 from .checkout import Checkout, detect
+from .stack import apply_command
+from .child_env import child_env
 from .engine import LOCK_NAME, holder, plan_revert
 from .journal import DIR, TMP_SUFFIX, Journal, sha256
 from .recipe_index import kind_recipes
@@ -254,7 +260,10 @@ def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
         rows = [_recipe_state(r, ctx, co, cache) for r in mod.RECIPES]
         group = {"backbone": t.backbone.id, "arch": t.arch, "source": t.source, "yaml": t.yaml, "steps": rows}
         groups.append(group)
-        label = f"{t.backbone.id} / {t.arch}"
+        label = f"{t.backbone.id} / {t.arch}" + ("" if t.task == "detect" else f" {t.task}")
+        again = apply_command(co.root, dict(backbone=t.backbone.id, arch=t.arch, task=t.task, scale=t.scale,
+                                            head=t.head, style=t.style, nc=t.nc, weights=t.weights))
+        flagged: List[tuple] = []  # rows that need the user: one line each; the others are summed up in one
         yaml_there = t.yaml is not None or any(r["recipe"] == "model_yaml" and r["state"] == "applied" for r in rows)
         for r in rows:
             verdict = {"applied": "ok", "not needed": "info", "absent": "info", "partial": "warn", "error": "fail"}.get(r["state"], "info")
@@ -265,13 +274,25 @@ def _recipes(co: Checkout, entries: List[Dict], rep: Report) -> None:
                     verdict, fix = "info", ""  # the user's own yaml under mbpatch's name: apply would refuse, training is fine
             elif r["state"] in ("absent", "partial") and yaml_there and r["recipe"] != "model_yaml":
                 verdict = "fail"
-                fix = (f"training {t.yaml or 'the generated yaml'} fails without this step: run `mbpatch apply --backbone "
-                       f"{t.backbone.id} --arch {t.arch}` (adds only what is missing)"
-                       + (" or `mbpatch revert`" if entries else ""))
+                fix = (f"training {t.yaml or 'the generated yaml'} fails without this step: run `{again}` (adds only "
+                       "what is missing)" + (f" or `mbpatch revert --repo {shlex.quote(str(co.root))}`" if entries else ""))
             elif r["state"] == "partial":
-                fix = f"`mbpatch apply --backbone {t.backbone.id} --arch {t.arch}` completes it"
+                fix = f"`{again}` completes it"
             r["verdict"] = verdict
-            rep.add("recipes", f"{label}: {r['recipe']}", verdict, f"{r['state']}: {r['detail']}", fix)
+            if verdict in ("warn", "fail"):
+                flagged.append((f"{label}: {r['recipe']}", verdict, f"{r['state']}: {r['detail']}", fix))
+        states: Dict[str, int] = {}
+        for r in rows:
+            if r["verdict"] not in ("warn", "fail"):
+                states[r["state"]] = states.get(r["state"], 0) + 1
+        counted = ", ".join(f"{n} {state}" for state, n in states.items())
+        if not flagged:
+            rep.add("recipes", label, "ok" if "applied" in states else "info", f"{counted} ({t.source})")
+        else:
+            for finding in flagged:
+                rep.add("recipes", *finding)
+            if counted:
+                rep.add("recipes", f"{label}: the other steps", "info", counted)
     rep.data["recipes"] = groups
 
 
@@ -418,7 +439,7 @@ def _probe_args(co: Checkout, names: List[str]) -> Dict:
 
 def probe(co: Checkout, python: Optional[str], names: List[str], timeout: float = 300) -> Dict:
     args = _probe_args(co, names)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_OFFLINE="1", YOLO_VERBOSE="False")
+    env = child_env(keep_pythonpath=True)
     with tempfile.TemporaryDirectory(prefix="mbpatch-doctor-") as cwd:  # "outside the checkout"
         try:
             proc = subprocess.run([python or sys.executable, str(CHILD), json.dumps(args)], capture_output=True,
@@ -475,7 +496,7 @@ def _environment(co: Checkout, python: Optional[str], env: Dict, patched: bool, 
     target = env["args"]["target"]
     if not ci["ok"]:
         rep.add("environment", "checkout import", "fail", f"`import {target}` from the checkout fails: {ci['error']}",
-                "install what the error names into --python's environment")
+                install_line(ci["error"], co.root, python) or "install what the error names into --python's environment")
     elif not ci.get("loaded_from_checkout"):
         rep.add("environment", "checkout import", "fail", f"`import {target}` with the checkout first on sys.path loaded {ci.get('file')}",
                 "something on sys.path overrides the checkout; check PYTHONPATH and .pth files")
@@ -534,7 +555,44 @@ def diagnose(repo: str, python: Optional[str] = None, environment: bool = True) 
         from .doctor_training import check as training_checks  # what makes training fail (issue 10)
 
         training_checks(co, python, env, rep)
+    _with_repo(co, rep)
     return rep
+
+
+def _with_repo(co: Checkout, rep: Report) -> None:
+    """Each `mbpatch revert ...` doctor advises names the checkout, so it runs as printed from any folder."""
+    plain = re.compile(r"`mbpatch revert(?![^`]*--repo)")
+    with_repo = f"`mbpatch revert --repo {shlex.quote(str(co.root))}"
+    for f in rep.findings:
+        f.detail, f.fix = plain.sub(with_repo, f.detail), plain.sub(with_repo, f.fix)
+
+
+class AfterApply:
+    """Doctor's environment, shadowing and training checks for a checkout just patched, run in a thread while
+    verification builds the model (apply prints their failures after its summary: the training snippet it
+    printed would fail without the fix)."""
+
+    def __init__(self, co: Checkout, python: Optional[str], names: List[str]):
+        self.failed: List[Finding] = []
+        self._thread = threading.Thread(target=self._run, args=(co, python, names), daemon=True)
+        self._thread.start()
+
+    def _run(self, co: Checkout, python: Optional[str], names: List[str]) -> None:
+        try:
+            rep = Report()
+            env = probe(co, python, names)
+            _environment(co, python, env, True, rep)
+            from .doctor_training import check as training_checks
+
+            training_checks(co, python, env, rep)
+            self.failed = [f for f in rep.findings if f.verdict == "fail"]
+        except Exception:  # noqa: BLE001 (advice only: `mbpatch doctor` says the same, with its own errors)
+            self.failed = []
+
+    def lines(self, timeout: float = 300) -> List[str]:
+        """One line per failing check, with its fix."""
+        self._thread.join(timeout)
+        return [f"{f.section}: {f.item}: {f.detail}" + (f" -> {f.fix}" if f.fix else "") for f in self.failed]
 
 
 def to_json(rep: Report) -> Dict:
@@ -559,14 +617,14 @@ def render(rep: Report) -> None:
             continue
         title = section
         if section == "recipes":
-            title = "recipes (" + "; ".join(f"{g['backbone']} / {g['arch']} from {g['source']}" for g in rep.data["recipes"]) + ")"
+            title = "recipes (one line per apply where every step is in place; --json lists each step)"
         t = Table(title=escape(title), title_justify="left", show_header=False)
         t.add_column("verdict", no_wrap=True)
         t.add_column("check", no_wrap=True)
         t.add_column("finding", overflow="fold")
         for f in rows:
             text = escape(f.detail)
-            if section == "recipes":
+            if section == "recipes" and f.detail.split(":", 1)[0] in STATE_STYLE:
                 state = f.detail.split(":", 1)[0]
                 text = f"[{STATE_STYLE.get(state, '')}]{escape(state)}[/]" + escape(f.detail[len(state):])
             if f.fix:

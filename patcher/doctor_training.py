@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .checkout import Checkout
-from .train_child import NO_WO, calls_np_trapz, passes_weights_only_false
+from .child_env import child_env
+from .train_child import NO_WO, calls_np_trapz, loads_through_ultralytics, passes_weights_only_false
 
 PROBE = r"""
 import json, sys
@@ -48,6 +49,11 @@ try:
     out["numpy_trapz"] = hasattr(numpy, "trapz")
 except Exception as exc:
     out["numpy"] = None
+# train_child.py (stdlib only) says whether this interpreter's Ultralytics torch_load passes weights_only=False
+spec = importlib.util.spec_from_file_location("mbpatch_train_child", sys.argv[1])
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+out["ultralytics_torch_load"] = child.ultralytics_loader_passes_false()
 print("@@MBPATCH-TRAINING@@" + json.dumps(out))
 """
 
@@ -85,9 +91,10 @@ def pkg_resources_users(co: Checkout) -> List[str]:
 
 
 def _probe(python: Optional[str]) -> Dict:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env = child_env(keep_pythonpath=True)
+    child = Path(__file__).with_name("train_child.py")
     try:
-        proc = subprocess.run([python or sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
+        proc = subprocess.run([python or sys.executable, "-c", PROBE, str(child)], capture_output=True, text=True, env=env,
                               timeout=120, cwd=str(Path.home()))
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"error": str(e)}
@@ -112,7 +119,20 @@ def check(co: Checkout, python: Optional[str], env: Dict, rep) -> None:
         return  # the environment section already failed: nothing to judge against
     name = "YOLOv5" if co.kind == "yolov5" else "Ultralytics"
     tv = _torch_version(env)
-    if tv is not None and tv >= (2, 6) and not passes_weights_only_false(str(co.root), loader_files(co)):
+    probe = _probe(python)
+    own = passes_weights_only_false(str(co.root), loader_files(co))
+    delegated = not own and loads_through_ultralytics(str(co.root), loader_files(co))
+    if tv is not None and tv >= (2, 6) and delegated and not probe.get("ultralytics_torch_load"):
+        lacks = ("has no `ultralytics` package" if probe.get("ultralytics_torch_load") is None
+                 else "has an `ultralytics` whose torch_load does not pass weights_only=False")
+        rep.add("training", "torch.load", "fail",
+                f"this {name} checkout loads its checkpoints through ultralytics.utils.patches.torch_load, and this "
+                f"interpreter {lacks}: torch {env['torch']['version']} would refuse the model class",
+                f"{py} -m pip install -U ultralytics")
+    elif tv is not None and tv >= (2, 6) and delegated:
+        rep.add("training", "torch.load", "ok", "the checkout loads its checkpoints through "
+                "ultralytics.utils.patches.torch_load, which passes weights_only=False")
+    elif tv is not None and tv >= (2, 6) and not own:
         where = ("train.py ends in strip_optimizer(best.pt) and its final validation loads best.pt"
                  if co.kind == "yolov5" else "the trainer's final validation and YOLO('best.pt') load it")
         what = f"torch {env['torch']['version']} loads checkpoints with weights_only=True and this {name} {co.version} " \
@@ -125,7 +145,6 @@ def check(co: Checkout, python: Optional[str], env: Dict, rep) -> None:
                     "(YOLOv5 master, Ultralytics 8.2+), or torch < 2.6")
     elif tv is not None:
         rep.add("training", "torch.load", "ok", "the checkout's loader reads its own checkpoints with this torch")
-    probe = _probe(python)
     users = pkg_resources_users(co)
     if users:
         if probe.get("pkg_resources"):

@@ -565,9 +565,10 @@ class RevertResult:
     left: List[str] = field(default_factory=list)  # files left as they are now (see RevertPlan.kept)
 
 
-def revert(root: Path, rp: RevertPlan, force: bool = False) -> RevertResult:
+def revert(root: Path, rp: RevertPlan, force: bool = False, drop: Optional[Dict] = None) -> RevertResult:
     """Restore the originals. With `force`, edited files are first copied to .mbpatch/edited-<time>/
-    (and the versions edited between two applies to .mbpatch/edited-<time>/before-apply-<id>/)."""
+    (and the versions edited between two applies to .mbpatch/edited-<time>/before-apply-<id>/).
+    `drop`: the one journal entry `rp` undoes (`revert --last`, stack.plan_last): only it leaves the journal."""
     res = RevertResult()
     if rp.blocked and not force:
         between = sorted({rel for _, rel in rp.between})
@@ -628,7 +629,10 @@ def revert(root: Path, rp: RevertPlan, force: bool = False) -> RevertResult:
                 _hook("after-write", path)
             _remove_dirs(root, rp.dirs)
             current = str(journal.file)
-            journal.remove(keep_edited=True)
+            if drop is not None:
+                journal.drop(drop)
+            else:
+                journal.remove(keep_edited=True)
     except OSError as e:
         done = len(res.restored)
         raise MbpatchError(

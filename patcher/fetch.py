@@ -46,6 +46,19 @@ def parse_spec(spec: str) -> Tuple[str, Optional[str]]:
     return m.group(1).lower(), m.group(2)
 
 
+def check_dest(dest: str) -> Path:
+    """The folder fetch will fill, checked before anything is downloaded: new, or an empty folder (a symlink to
+    an empty folder is that folder)."""
+    path = Path(dest).expanduser()
+    if path.is_symlink():
+        if not path.exists():
+            raise MbpatchError("is a symlink to a missing folder; create the folder it points to, or give fetch "
+                               "a new or empty folder", file=str(path), step="fetch")
+        path = path.resolve()
+    _check_dest(path)
+    return path.absolute()
+
+
 def _check_dest(dest: Path) -> None:
     if dest.exists() and not dest.is_dir():
         raise MbpatchError("is a file; give fetch a new or empty folder", file=str(dest), step="fetch")
@@ -143,9 +156,14 @@ def _git(dest: Path, dist: str, version: str, source: str = "source distribution
 def fetch(spec: str, dest: str, python: Optional[str] = None) -> Dict:
     """Make DIR a source checkout of the release; returns what was done (dist, version, root, commit, layout)."""
     dist, version = parse_spec(spec)
-    path = Path(dest).expanduser()
-    _check_dest(path)
-    path = path.absolute()
+    path = check_dest(dest)
+    try:
+        return _fetch(dist, version, path, python)
+    except OSError as e:  # a folder fetch cannot write (permissions, a full disk): one line, nothing left behind
+        raise MbpatchError(f"{e.strerror or e}; nothing was fetched", file=str(e.filename or path), step="fetch") from None
+
+
+def _fetch(dist: str, version: Optional[str], path: Path, python: Optional[str]) -> Dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mbpatch-fetch-", dir=str(path.parent)) as tmp:
         (Path(tmp) / "download").mkdir()

@@ -55,6 +55,8 @@ def verification(result: Dict, yaml_path: str, snippet: str, lighter_scales=None
         tb = result.get("traceback")
         if tb:
             err.print(escape("\n".join(tb.rstrip().splitlines()[-8:])), soft_wrap=True)
+        if result.get("install"):
+            err.print(f"[yellow]missing package:[/] {escape(result['install'])}", soft_wrap=True, highlight=False)
         return
     patched, stock = result["patched"], result["stock"]
     rows = patched["summary"]
@@ -127,14 +129,19 @@ def yaml_to_load(snippet: str) -> Optional[str]:
 
 @contextmanager
 def progress(enabled: bool = True):
-    """A status line naming the verification stage while the build process runs (a terminal's stderr only).
+    """A status line naming the verification stage while the build process runs; without a terminal (CI logs,
+    a pipe), one line per stage on stderr instead.
 
     Yields the callback that `verify.run` calls with each stage.
     """
-    if not enabled or not err.is_terminal:
+    if not enabled:
         yield lambda text: None
         return
     t0 = time.perf_counter()
+    if not err.is_terminal:  # CI logs, `| tee`: one plain line per stage, so a long build is visibly alive
+        yield lambda text: err.print(f"verifying: {escape(text)} ({time.perf_counter() - t0:.0f} s so far)",
+                                     soft_wrap=True, highlight=False)
+        return
     with err.status("verifying: starting the build process", spinner="dots") as status:
         yield lambda text: status.update(f"verifying: {escape(text)} [dim]({time.perf_counter() - t0:.0f} s so far)[/]")
 
@@ -184,6 +191,8 @@ def _notes(step: Dict) -> List[str]:
     env = step.get("env_set")
     if env:
         out.append(f"set {', '.join(f'{k}={v}' for k, v in env.items() if k != 'why')}: {env.get('why')}")
+    if step.get("install"):
+        out.append(f"missing package: {step['install']}")
     compat = step.get("compat")
     if compat:
         out.append(f"aliased {', '.join(f'{k} = {v}' for k, v in compat.items() if k != 'why')}: {compat.get('why')}")
@@ -215,27 +224,31 @@ def training(doc: Dict) -> None:
         err.print(escape("\n".join(tr["traceback"].rstrip().splitlines()[-8:])), soft_wrap=True)
 
 
-def exported(doc: Dict) -> None:
-    """verify --export: file, size, and onnxruntime vs PyTorch."""
-    ex = doc.get("export", {})
-    t = Table(title=f"export check ({doc.get('format')}, imgsz {doc.get('imgsz')})", title_justify="left")
-    t.add_column("check", no_wrap=True)
-    t.add_column("result", no_wrap=True)
-    t.add_column("detail", overflow="fold")
-    t.add_row("exported", _yes(ex.get("ok")), escape(str(ex.get("error") or
-              f"{ex.get('file')} ({ex.get('size_bytes', 0) / 1e6:.1f} MB, {ex.get('export_s', 0):.1f} s)")))
-    if ex.get("ok"):
-        diff = ex.get("max_abs_diff")
-        detail = (f"output {ex.get('onnx_shape')} vs {ex.get('torch_shape')}" if diff is None else
-                  f"max |onnx - torch| {diff:.3g} <= {ex.get('atol', 0):.3g} (1e-4 x max(1, max |torch| = {ex.get('ref_max_abs', 0):.3g}))")
-        if diff is not None and "compared" in ex:  # a top-k head: rows compared as a set of detections
-            detail = (f"same detections in any order: {ex['matched']} of {ex['compared']} matched "
-                      f"({ex['at_boundary']} tied at the k-th score not compared); {detail}; "
-                      f"sorted scores differ by {ex['score_max_diff']:.3g} <= {ex['score_atol']:.3g}")
-        t.add_row("onnxruntime = PyTorch", _yes(ex.get("equal")), escape(detail))
-    t.add_row("wall time", "", f"{doc.get('wall_s', 0):.1f} s")
+def applies_table(rows: List[Dict], root: str) -> None:
+    """`mbpatch log`: one row per apply of the journal, oldest first."""
+    if not rows:
+        console.print(f"no apply recorded at {escape(root)}")
+        return
+    t = Table(title=f"applies at {root} (oldest first; `mbpatch revert --last` undoes the last)", title_justify="left")
+    for col in ("id", "time", "family", "task", "scale", "backbone", "files"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        state = "" if r["state"] == "done" else f" [yellow]({r['state']})[/]"
+        t.add_row(str(r["id"]), str(r["time"]), str(r["family"]), str(r["task"]), str(r["scale"]),
+                  escape(str(r["backbone"])) + state, escape(", ".join(r["files"])))
     console.print(t)
-    for note in _notes(ex):
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
-    if ex.get("traceback"):
-        err.print(escape("\n".join(ex["traceback"].rstrip().splitlines()[-8:])), soft_wrap=True)
+
+
+def applies_verified(rows: List[Dict], skipped: List[Dict]) -> None:
+    """`verify` after stacked applies: one row per apply built, then one line per apply not built and why."""
+    t = Table(title="every live apply, built again (oldest first)", title_justify="left")
+    for col in ("apply", "backbone", "family", "task", "scale", "params (stock -> patched)", "result"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        params = "-" if r.get("params") is None else f"{r.get('stock_params') or 0:,} -> {r['params']:,}"
+        result = "[green]ok[/]" if r["ok"] else f"[red]failed[/]: {escape(str(r.get('error')))}"
+        t.add_row(str(r["id"]), escape(str(r["backbone"])), str(r["arch"]), str(r["task"]), str(r["scale"]), params, result)
+    console.print(t)
+    for r in skipped:
+        console.print(f"[yellow]not built:[/] apply {r['id']} ({escape(str(r['backbone']))} / {r['arch']} {r['task']}): "
+                      f"{escape(str(r['reason']))}", soft_wrap=True)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import MbpatchError
+from .child_env import child_env
 from .templates import AVAILABLE, CATALOG
 
 CHILD = Path(__file__).with_name("sizes_child.py")
 MARKER = "@@MBPATCH-SIZES@@"
-ARCHS = ("rtdetr", "yolov8", "yolo11", "yolov5")
+ARCHS = ("rtdetr", "yolov8", "yolo11", "yolo12", "yolo26", "yolov5")  # every arch apply accepts (cli.ALL_ARCHS)
 
 
 def cache_file() -> Path:
@@ -74,8 +75,7 @@ def sizes(arch: str, ids: List[str], python: Optional[str] = None, root: Optiona
     error = None
     if todo or stock_key not in cache:
         args = {"backbones": todo, "arch": arch if stock_key not in cache else None, "root": root}
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_OFFLINE="1", YOLO_VERBOSE="False")
-        env.pop("PYTHONPATH", None)
+        env = child_env()
         try:
             proc = subprocess.run([py, str(CHILD), json.dumps(args)], capture_output=True, text=True, env=env,
                                   timeout=1800, cwd=root or None)

@@ -19,7 +19,8 @@ import sys
 import traceback
 
 MARKER = "@@MBPATCH-SIZES@@"
-STOCK = {"yolov8": "v8/yolov8.yaml", "yolo11": "11/yolo11.yaml", "rtdetr": "rt-detr/rtdetr-l.yaml", "yolov5": "v5/yolov5.yaml"}
+STOCK = {"yolov8": "v8/yolov8.yaml", "yolo11": "11/yolo11.yaml", "yolo12": "12/yolo12.yaml", "yolo26": "26/yolo26.yaml",
+         "rtdetr": "rt-detr/rtdetr-l.yaml", "yolov5": "v5/yolov5.yaml"}
 
 
 def _size(model):

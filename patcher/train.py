@@ -1,22 +1,19 @@
-"""`mbpatch verify --train` and `--export onnx`: the checkout's own trainer and exporter on the patched model.
+"""`mbpatch verify --train`: the checkout's own trainer on the patched model (`--export`: export.py).
 
 Each step runs `train_child.py` in a fresh process of the target interpreter (`--python`):
 
   train   generate a small dataset of the task (datasets.py) under the work folder, train for `epochs` with
           the checkout's trainer (Ultralytics `model.train`, YOLOv5 `train.run`), which validates and writes
           `<work>/runs/train/weights/best.pt`;
-  reload  a new process loads that best.pt with the checkout's own loader and runs it forward;
-  export  the checkout's exporter writes ONNX under the work folder; onnxruntime runs it and its output is
-          compared with PyTorch's on the same input (tolerance: 1e-4 x max(1, largest |output|)).
+  reload  a new process loads that best.pt with the checkout's own loader and runs it forward.
 
-The work folder is a new temporary folder (kept, and printed, so best.pt and the ONNX file can be used)
+The work folder is a new temporary folder (kept, and printed, so best.pt can be used)
 unless `--work` names one. Nothing is written into the checkout.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,6 +23,9 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import MbpatchError
+from .advice import install_line
+from .child_env import child_env
+from .load_path import loadable
 from .verify import Target
 
 CHILD = Path(__file__).with_name("train_child.py")
@@ -63,13 +63,14 @@ def model_path(target: Target, arch: str) -> str:
     path = Path(target.patched)
     if target.kind != "yolov5" and target.scaled and arch != "rtdetr" and f"{arch}-" in path.name:
         path = path.with_name(path.name.replace(f"{arch}-", f"{arch}{target.scale}-", 1))
-    return str(path)
+    if target.kind == "yolov5":  # YOLOv5 opens the path as given (no scale regex)
+        return str(path)
+    return loadable(path, Path(target.root) / target.package.replace(".", "/"))
 
 
-def child(args: Dict, python: Optional[str], timeout: float) -> Dict:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
-    env.pop("PYTHONPATH", None)
-    cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
+def child(args: Dict, python: Optional[str], timeout: float, script: Path = CHILD) -> Dict:
+    env = child_env()
+    cmd = [python or sys.executable, str(script), json.dumps(args)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=args["work"])
@@ -77,17 +78,18 @@ def child(args: Dict, python: Optional[str], timeout: float) -> Dict:
         raise MbpatchError("interpreter not found; pass --python the python of your training environment",
                            file=str(python), step="verify") from None
     except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"{args['mode']} timed out after {timeout:.0f} s"}
+        return {"ok": False, "error": f"{args.get('mode', 'export')} timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
             result = json.loads(line[len(MARKER):])
             break
     else:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        result = {"ok": False, "error": f"the {args['mode']} process died: " + " | ".join(tail)}
+        result = {"ok": False, "error": f"the {args.get('mode', 'export')} process died: " + " | ".join(tail)}
     result["process_s"] = time.perf_counter() - t0
     if not result.get("ok"):
         result["stderr_tail"] = proc.stderr.strip().splitlines()[-20:]
+        result["install"] = install_line(f"{result.get('error')}\n{result.get('traceback')}", Path(args["root"]), python)
     return result
 
 
@@ -131,20 +133,4 @@ def train_check(target: Target, arch: str, task: str = "detect", python: Optiona
     doc["reload_ok"] = bool(rl.get("ok") and rl.get("output_finite"))
     doc["wall_s"] = time.perf_counter() - t0
     doc["ok"] = bool(trained.get("ok")) and doc["loss_finite"] and doc["metrics_computed"] and doc["reload_ok"]
-    return doc
-
-
-def export_check(target: Target, arch: str, fmt: str = "onnx", python: Optional[str] = None, imgsz: int = 64,
-                 work: Optional[str] = None, timeout: float = 900) -> Dict:
-    if fmt != "onnx":
-        raise MbpatchError(f"--export {fmt}: only onnx is checked so far", step="export")
-    folder = work_folder(work, "export")
-    if work:  # its own subfolder: the trainer's files stay apart
-        folder = work_folder(os.path.join(folder, "export"), "export")
-    t0 = time.perf_counter()
-    args = _base(target, arch, "detect", folder, imgsz)
-    args.update(mode="export", format=fmt)
-    res = child(args, python, timeout)
-    doc = dict(format=fmt, work=folder, model=args["model"], imgsz=imgsz, export=res, wall_s=time.perf_counter() - t0)
-    doc["ok"] = bool(res.get("ok") and res.get("equal"))
     return doc

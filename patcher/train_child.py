@@ -1,13 +1,14 @@
-"""Train, reload and export the patched model with the checkout's own code, offline.
+"""Train and reload the patched model with the checkout's own code, offline (export_child.py and bench_child.py
+reuse its helpers).
 
 Run as a script by the target interpreter (`--python`), which may not have mbpatch installed: this file
 imports only the standard library, torch, the checkout's own package and what the checkout itself needs
-(numpy, Pillow; onnxruntime for `export`). It prints one JSON document after the marker on its last line of
+(numpy, Pillow). It prints one JSON document after the marker on its last line of
 stdout, whatever happens. Everything it writes goes under `args["work"]` (a temporary folder): the
 generated dataset, the trainer's runs folder (`<work>/runs/train`), the exported file, the settings and
 font folder Ultralytics and YOLOv5 use.
 
-    python train_child.py '{"mode": "train" | "reload" | "export", "kind": "ultralytics" | "yolov5",
+    python train_child.py '{"mode": "train" | "reload", "kind": "ultralytics" | "yolov5",
                             "root": ..., "package": ..., "model": "<yaml to load>", "work": "<tmp>", ...}'
 
 Offline: Ultralytics' settings live in `<work>/config` with sync off (no analytics, no hub); the AMP check
@@ -74,7 +75,36 @@ def _read(root, rels):
 def passes_weights_only_false(root, rels):
     """Whether the checkout's checkpoint loader says weights_only=False (`torch.load(..., weights_only=False)` or
     Ultralytics' `kwargs["weights_only"] = False`, 8.2+); without it torch >= 2.6 refuses its own checkpoints."""
-    return any(re.search(r"""weights_only["']?\]?\s*=\s*False""", text) for text in _read(root, rels))
+    return any(re.search(_WEIGHTS_ONLY_FALSE, text) for text in _read(root, rels))
+
+
+# YOLOv5 master's train.py, utils/general.py (strip_optimizer) and models/experimental.py (attempt_load) load
+# through the installed Ultralytics' torch_load instead of torch.load
+ULTRALYTICS_LOADER = "from ultralytics.utils.patches import torch_load"
+_WEIGHTS_ONLY_FALSE = r"""weights_only["']?\]?\s*=\s*False"""
+
+
+def loads_through_ultralytics(root, rels):
+    """Whether the checkout's loader calls `ultralytics.utils.patches.torch_load` (YOLOv5 master)."""
+    return any(ULTRALYTICS_LOADER in text and "torch_load(" in text.replace(ULTRALYTICS_LOADER, "")
+               for text in _read(root, rels))
+
+
+def ultralytics_loader_passes_false():
+    """Whether the Ultralytics this interpreter would import has a torch_load that passes weights_only=False
+    (None: no Ultralytics). Reads its source file; importing it would log and write settings."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.origin:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "utils", "patches.py")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    return "def torch_load" in text and re.search(_WEIGHTS_ONLY_FALSE, text) is not None
 
 
 def calls_np_trapz(root, rels):
@@ -91,6 +121,8 @@ def _weights_only(args):
     if (major, minor) < (2, 6) or os.environ.get(NO_WO) == "1":
         return None
     if passes_weights_only_false(args["root"], args.get("loader_files") or []):
+        return None
+    if loads_through_ultralytics(args["root"], args.get("loader_files") or []) and ultralytics_loader_passes_false():
         return None
     os.environ[NO_WO] = "1"
     return {NO_WO: "1", "why": f"torch {torch.__version__} loads checkpoints with weights_only=True and this checkout's "
@@ -187,7 +219,18 @@ def _ultralytics_model(args):
     except Exception:  # noqa: BLE001 (old releases name things differently; YOLO_OFFLINE covers the rest)
         pass
     cls = ul.RTDETR if args.get("arch") == "rtdetr" else ul.YOLO
-    return cls(args["model"]) if args.get("task") in (None, "detect") or cls is ul.RTDETR else cls(args["model"], task=args["task"])
+    model, folder = args["model"], os.path.dirname(os.path.abspath(args["model"]))
+    # Ultralytics finds yolov8n.yaml as yolov8.yaml by deleting the first "<digit><n|s|m|l|x>" of the WHOLE path:
+    # in a folder such as /tmp/bench-f1n3/ or /data/v5s/ it deletes a letter of the folder instead. Load it by
+    # its name from its own folder then.
+    here = os.getcwd()
+    if re.search(r"\d[nslmx]", folder):
+        os.chdir(folder)
+        model = os.path.basename(model)
+    try:
+        return cls(model) if args.get("task") in (None, "detect") or cls is ul.RTDETR else cls(model, task=args["task"])
+    finally:
+        os.chdir(here)
 
 
 def train_ultralytics(args, result):
@@ -232,27 +275,6 @@ def reload_ultralytics(args, result):
     first = _first_tensor(out)
     result["output"] = list(first.shape) if first is not None else type(out).__name__
     result["output_finite"] = bool(torch.isfinite(first).all()) if first is not None else None
-
-
-def export_ultralytics(args, result):
-    import torch
-
-    torch.manual_seed(0)  # the model's initial weights and the input: the same check every run
-    model = _ultralytics_model(args)
-    inner = model.model
-    inner.pt_path = os.path.join(args["work"], "model.pt")  # the exporter writes next to this name
-    x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
-    inner.eval()
-    with torch.no_grad():
-        ref = inner(x)
-    ref = _first_tensor(ref)
-    head = inner.model[-1]
-    # RT-DETR and end-to-end heads (YOLO26) end in a top-k selection: their rows are detections in score order
-    topk = type(head).__name__ == "RTDETRDecoder" or bool(getattr(head, "end2end", False))
-    t0 = time.perf_counter()
-    path = model.export(format="onnx", imgsz=args["imgsz"], simplify=False, dynamic=False, device="cpu", verbose=False)
-    result["export_s"] = time.perf_counter() - t0
-    _compare(str(path), x, ref, result, topk=topk)
 
 
 # --- YOLOv5 --------------------------------------------------------------------------------------------------
@@ -304,29 +326,6 @@ def reload_yolov5(args, result):
     result["output_finite"] = bool(torch.isfinite(first).all())
 
 
-def export_yolov5(args, result):
-    _check_package(args)
-    import torch
-
-    yolo = importlib.import_module(args["package"] + ".yolo")
-    torch.manual_seed(0)
-    model = yolo.Model(args["model"], ch=3, nc=args.get("nc", 80))
-    weights = os.path.join(args["work"], "model.pt")
-    torch.save({"model": model, "epoch": -1}, weights)  # what the exporter reads: a checkpoint like train.py's
-    export, _ = _yolov5_module(args, "export")
-    result["compat"] = _legacy_onnx_export(torch) or result.get("compat")
-    x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
-    ref_model = _yolov5_load(args, weights).float().eval()
-    with torch.no_grad():
-        ref = ref_model(x)
-    ref = _first_tensor(ref)
-    t0 = time.perf_counter()
-    files = export.run(weights=weights, imgsz=(args["imgsz"], args["imgsz"]), include=("onnx",), device="cpu")
-    result["export_s"] = time.perf_counter() - t0
-    onnx_files = [str(f) for f in (files or []) if str(f).endswith(".onnx")]
-    _compare(onnx_files[0] if onnx_files else os.path.join(args["work"], "model.onnx"), x, ref, result)
-
-
 def _legacy_onnx_export(torch):
     """torch >= 2.9's `torch.onnx.export` defaults to the dynamo exporter (which needs onnxscript); exporters
     written before it (YOLOv5 v7.0's export.py) do not pass `dynamo=False`. Default it to False for this run
@@ -347,43 +346,15 @@ def _legacy_onnx_export(torch):
                    "does not choose; the TorchScript exporter it was written for is used"}
 
 
-def _compare(path, x, ref, result, topk=False):
-    if not os.path.isfile(path):
-        raise RuntimeError(f"the checkout's exporter wrote no {path} (its log above says why)")
-    import numpy as np
-    import onnxruntime as ort
-
-    result["file"] = path
-    result["size_bytes"] = os.path.getsize(path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    ref = ref.detach().float().numpy()
-    result["onnx_shape"], result["torch_shape"] = list(out.shape), list(ref.shape)
-    result["onnxruntime"] = ort.__version__
-    if out.shape != ref.shape:
-        result["max_abs_diff"] = None
-        result["equal"] = False
-        return
-    if topk and ref.ndim == 3 and ref.shape[-1] >= 6:
-        result.update(same_detections(out, ref))
-        return
-    diff = np.abs(out - ref)
-    scale = float(np.abs(ref).max())
-    result["max_abs_diff"] = float(diff.max())
-    result["ref_max_abs"] = scale
-    result["atol"] = args_tol(scale)
-    result["equal"] = bool(diff.max() <= result["atol"])
-
-
-def args_tol(scale):
-    """Tolerance: 1e-4 relative to the largest output value (boxes are in pixels, scores in 0..1), at least 1e-4."""
-    return 1e-4 * max(1.0, scale)
+def args_tol(scale, rtol=1e-4):
+    """Tolerance: `rtol` (1e-4) relative to the largest output value (boxes are in pixels, scores in 0..1), at least rtol."""
+    return rtol * max(1.0, scale)
 
 
 SCORE_TOL = 1e-4
 
 
-def same_detections(out, ref):
+def same_detections(out, ref, rtol=1e-4, score_tol=SCORE_TOL):
     """Compare two (batch, k, 4 box + score + class [+ more]) top-k outputs as sets of detections.
 
     The rows are the k best (query, class) pairs in score order; two runs whose numbers differ in the last bits
@@ -392,35 +363,35 @@ def same_detections(out, ref):
     score (by more than SCORE_TOL) must have an ONNX row of the same class whose score agrees within SCORE_TOL
     and whose other columns agree within 1e-4 x max(1, max |column|). Rows at the k-th score are tied with
     detections that were not kept, so which of them is kept is not a property of the model; they are counted
-    as "at the top-k boundary" and not matched.
+    as "at the top-k boundary" and not matched. Formats that compute in lower precision pass a looser `rtol` and
+    `score_tol` (export.py's table).
     """
     import numpy as np
 
     rest = [c for c in range(ref.shape[-1]) if c not in (4, 5)]
     scale = float(np.abs(ref[..., rest]).max()) if ref.size else 0.0
-    tol = args_tol(scale)
+    tol = args_tol(scale, rtol)
     worst, compared, matched, boundary, score_diff = 0.0, 0, 0, 0, 0.0
     for o, r in zip(out, ref):
         score_diff = max(score_diff, float(np.abs(np.sort(o[:, 4]) - np.sort(r[:, 4])).max()))
         floor = float(r[:, 4].min())
         for row in r:
-            if row[4] <= floor + SCORE_TOL:
+            if row[4] <= floor + score_tol:
                 boundary += 1
                 continue
             compared += 1
-            same = o[(o[:, 5] == row[5]) & (np.abs(o[:, 4] - row[4]) <= SCORE_TOL)]
+            same = o[(o[:, 5] == row[5]) & (np.abs(o[:, 4] - row[4]) <= score_tol)]
             best = float(np.abs(same[:, rest] - row[rest]).max(axis=1).min()) if len(same) else float("inf")
             worst = max(worst, best)
             matched += best <= tol
     return {"max_abs_diff": worst if compared else 0.0, "ref_max_abs": scale, "atol": tol,
-            "score_max_diff": score_diff, "score_atol": SCORE_TOL, "compared": compared, "matched": matched,
-            "at_boundary": boundary, "equal": matched == compared and score_diff <= SCORE_TOL}
+            "score_max_diff": score_diff, "score_atol": score_tol, "compared": compared, "matched": matched,
+            "at_boundary": boundary, "equal": matched == compared and score_diff <= score_tol}
 
 
 MODES = {
     ("ultralytics", "train"): train_ultralytics, ("ultralytics", "reload"): reload_ultralytics,
-    ("ultralytics", "export"): export_ultralytics, ("yolov5", "train"): train_yolov5,
-    ("yolov5", "reload"): reload_yolov5, ("yolov5", "export"): export_yolov5,
+    ("yolov5", "train"): train_yolov5, ("yolov5", "reload"): reload_yolov5,
 }
 
 

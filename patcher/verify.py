@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import MbpatchError
+from .advice import install_line
+from .child_env import child_env
 
 CHILD = Path(__file__).with_name("verify_child.py")
 MARKER = "@@MBPATCH-RESULT@@"
@@ -47,8 +48,7 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         args["kind"] = target.kind
     if target.task != "detect":
         args["task"] = target.task
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
-    env.pop("PYTHONPATH", None)  # the checkout goes first on sys.path, nothing else ahead of it
+    env = child_env()
     cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -84,6 +84,8 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         tail = ([ln for ln in err_lines if ln.strip()] or stdout.strip().splitlines())[-5:]
         result = {"ok": False, "error": "the verification process died: " + " | ".join(tail)}
     result["stderr_tail"] = "\n".join(err_lines).strip().splitlines()[-20:]
+    if not result.get("ok"):
+        result["install"] = install_line(str(result.get("error")) + "\n" + str(result.get("traceback")), target.root, python)
     return result
 
 

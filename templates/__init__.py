@@ -22,6 +22,9 @@ class Backbone:
     aliases: Tuple[str, ...]  # other names the tutorials' yaml files use for the same network
     channels: Tuple[int, int, int, int]  # output channels at strides 4, 8, 16, 32
     reference: str  # timm model of the same network (parameter count and weights are checked against it)
+    # `--weights imagenet`: the Hugging Face repo of timm's default pretrained tag for `reference`, as
+    # `timm.models.get_pretrained_cfg(reference).hf_hub_id` gave it (timm 1.0.31); None: timm publishes none
+    hf_hub_id: Optional[str] = None
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -41,7 +44,28 @@ class Backbone:
 
 
 def _bb(id, family, cls, channels, reference=None, aliases=()):
-    return Backbone(id, family, cls, tuple(aliases), tuple(channels), reference or id)
+    reference = reference or id
+    return Backbone(id, family, cls, tuple(aliases), tuple(channels), reference, IMAGENET.get(reference))
+
+
+# timm reference -> the Hugging Face repo of timm's default pretrained tag (data: timm is not needed at run time)
+IMAGENET: Dict[str, str] = {
+    "mobilenetv2_100": "timm/mobilenetv2_100.ra_in1k",
+    "mobilenetv2_050": "timm/mobilenetv2_050.lamb_in1k",  # mobilenetv2_075's default tag is `untrained`: none
+    "mobilenetv4_conv_small": "timm/mobilenetv4_conv_small.e2400_r224_in1k",
+    "mobilenetv4_conv_medium": "timm/mobilenetv4_conv_medium.e500_r256_in1k",
+    "mobilenetv4_conv_large": "timm/mobilenetv4_conv_large.e600_r384_in1k",
+    "mobilenetv4_hybrid_medium": "timm/mobilenetv4_hybrid_medium.e200_r256_in12k_ft_in1k",
+    "mobilenetv4_hybrid_large": "timm/mobilenetv4_hybrid_large.ix_e600_r384_in1k",
+    "repvit_m1": "timm/repvit_m1.dist_in1k",
+    "repvit_m2": "timm/repvit_m2.dist_in1k",
+    "repvit_m3": "timm/repvit_m3.dist_in1k",
+    "repvit_m0_9": "timm/repvit_m0_9.dist_300e_in1k",
+    "repvit_m1_0": "timm/repvit_m1_0.dist_300e_in1k",
+    "repvit_m1_1": "timm/repvit_m1_1.dist_300e_in1k",
+    "repvit_m1_5": "timm/repvit_m1_5.dist_300e_in1k",
+    "repvit_m2_3": "timm/repvit_m2_3.dist_300e_in1k",
+}
 
 
 # id, template, class, (s4, s8, s16, s32) channels, timm reference, tutorial aliases

@@ -68,11 +68,14 @@ def output_stages(stages, stem_stride=2):
 
 
 def fold_bn(conv, bn):
-    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics).
+
+    Folded convs are frozen (requires_grad False), as Ultralytics' and YOLOv5's own fused convs are.
+    """
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight).requires_grad_(False)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)

@@ -41,7 +41,7 @@ class ConvBNAct(nn.Module):
             return
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          groups=conv.groups, bias=True).to(conv.weight)
+                          groups=conv.groups, bias=True).to(conv.weight).requires_grad_(False)
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, nn.Identity()

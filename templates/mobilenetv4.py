@@ -152,11 +152,14 @@ def make_act(name):
 
 
 def fold_bn(conv, bn):
-    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics).
+
+    Folded convs are frozen (requires_grad False), as Ultralytics' and YOLOv5's own fused convs are.
+    """
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight).requires_grad_(False)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
@@ -227,7 +230,7 @@ class LayerScale2d(nn.Module):
 def scale_conv(conv, gamma):
     """A new conv, with bias, that computes `gamma * conv(x)` per output channel (a layer scale folded in)."""
     scaled = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                       dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+                       dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight).requires_grad_(False)
     with torch.no_grad():
         scaled.weight.copy_(conv.weight * gamma.reshape(-1, 1, 1, 1))
         scaled.bias.copy_(conv.bias * gamma if conv.bias is not None else torch.zeros_like(gamma))
@@ -239,7 +242,8 @@ def absorb_affine(conv, scale, shift):
 
     Exact only for 1x1 convs: a wider kernel would see the zero padding shifted too.
     """
-    absorbed = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True).to(conv.weight)
+    absorbed = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True)
+    absorbed = absorbed.to(conv.weight).requires_grad_(False)
     with torch.no_grad():
         absorbed.weight.copy_(conv.weight * scale.reshape(1, -1, 1, 1))
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels).to(conv.weight)

@@ -12,11 +12,13 @@ re-parameterisable depthwise 3x3 + 1x1 + identity, optionally followed by squeez
 the resolution with a strided depthwise conv and widens with a 1x1 conv.
 
 Parameter and buffer names are timm's, so a timm checkpoint loads as it is:
-`RepViTM1(weights="repvit_m1.pth")`. Only torch is needed; nothing is downloaded.
+`RepViTM1(weights="repvit_m1.pth")`; the official release's checkpoints (`features.<i>...` names, inside
+`{"model": ...}`) are renamed to timm's on loading. Only torch is needed; nothing is downloaded.
 Any input whose height and width are multiples of 32 works, at any batch size.
 """
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -73,11 +75,14 @@ def make_divisible(value, divisor=8):
 
 
 def fold_bn(conv, bn):
-    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics)."""
+    """A new conv, with bias, that computes `bn(conv(x))` as BatchNorm does in eval mode (running statistics).
+
+    Folded convs are frozen (requires_grad False), as Ultralytics' and YOLOv5's own fused convs are.
+    """
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight)
+                      dilation=conv.dilation, groups=conv.groups, bias=True).to(conv.weight).requires_grad_(False)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
@@ -168,7 +173,7 @@ class RepVggDw(nn.Module):
         pad = [conv.kernel_size[0] // 2] * 4
         identity = nn.functional.pad(torch.ones_like(conv1.weight), pad)
         merged = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, 1, conv.padding,
-                           groups=conv.groups).to(conv.weight)
+                           groups=conv.groups).to(conv.weight).requires_grad_(False)
         with torch.no_grad():
             merged.weight.copy_(conv.weight + nn.functional.pad(conv1.weight, pad) + identity)
             merged.bias.copy_(conv.bias + conv1.bias)
@@ -429,6 +434,45 @@ def _as_state_dict(obj):
     return obj
 
 
+# The official release (THU-MIG/RepViT) keeps the stem and every block in one list, `features`: features.0 is
+# the stem (a Sequential: conv, GELU, conv); each later entry is one block. A stride-1 block holds
+# `token_mixer` = Sequential(RepVGGDW, SE or Identity) and `channel_mixer` = Residual(m=Sequential(conv, GELU,
+# conv)); a stride-2 block's token mixer is Sequential(strided depthwise conv, Identity, 1x1 conv). timm (and
+# these classes) split the same layers into stages: the block before each stride-2 block is that stage's
+# `downsample.pre_block`, and the stride-2 block is the rest of `downsample`. Renames per entry kind:
+_OFFICIAL_STEM = (("0.", "conv1."), ("2.", "conv2."))
+_OFFICIAL_BLOCK = (("token_mixer.0.", "token_mixer."), ("token_mixer.1.", "se."),
+                   ("channel_mixer.m.0.", "channel_mixer.conv1."), ("channel_mixer.m.2.", "channel_mixer.conv2."))
+_OFFICIAL_DOWNSAMPLE = (("token_mixer.0.", "spatial_downsample."), ("token_mixer.2.", "channel_downsample."),
+                        ("channel_mixer.m.0.", "ffn.conv1."), ("channel_mixer.m.2.", "ffn.conv2."))
+
+
+def _official_to_timm_names(state, module):
+    """An official RepViT state dict with timm's names, read off `module`'s own stages (the classifier dropped;
+    an entry `module` has no place for keeps its name, so the shape/name check reports it)."""
+    entries = [("stem.", _OFFICIAL_STEM)]
+    for i, stage in enumerate(module.stages):
+        if stage.downsample is not None:
+            entries += [(f"stages.{i}.downsample.pre_block.", _OFFICIAL_BLOCK),
+                        (f"stages.{i}.downsample.", _OFFICIAL_DOWNSAMPLE)]
+        entries += [(f"stages.{i}.blocks.{j}.", _OFFICIAL_BLOCK) for j in range(len(stage.blocks))]
+    out = {}
+    for key, value in state.items():
+        found = re.match(r"features\.(\d+)\.(.+)$", key)
+        if found is None:
+            continue  # classifier.*
+        index, rest = int(found.group(1)), found.group(2)
+        name = key
+        if index < len(entries):
+            prefix, renames = entries[index]
+            for old, new in renames:
+                if rest.startswith(old):
+                    name = prefix + new + rest[len(old):]
+                    break
+        out[name] = value
+    return out
+
+
 def load_timm_weights(module, path_or_state_dict):
     """Load a timm checkpoint (file path or state dict) into `module` by parameter name.
 
@@ -441,6 +485,8 @@ def load_timm_weights(module, path_or_state_dict):
     if isinstance(source, (str, Path)):
         source = _read_checkpoint(source)
     state = _as_state_dict(source)
+    if any(k.startswith("features.") for k in state) and not any(k.startswith("stem.") for k in state):
+        state = _official_to_timm_names(state, module)  # an official RepViT release checkpoint
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"

@@ -61,6 +61,26 @@ def tree_digest(root: Path) -> dict:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_yolo_config(tmp_path_factory):
+    """Ultralytics' settings folder for what runs outside a test (module-scoped fixtures): never the user's
+    ~/.config/Ultralytics, whose settings.json another release may have written (issue 17)."""
+    before = os.environ.get("YOLO_CONFIG_DIR")
+    os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config-session"))
+    yield
+    if before is None:
+        os.environ.pop("YOLO_CONFIG_DIR", None)
+    else:
+        os.environ["YOLO_CONFIG_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def _own_yolo_config(tmp_path_factory, monkeypatch):
+    """Each test (and every process it starts, mbpatch's verification children included) gets its own
+    Ultralytics config folder, so no settings.json written by another release logs to a stdout a test reads."""
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo-config")))
+
+
 @pytest.fixture
 def ultralytics_checkout(tmp_path):
     """Factory: a fresh, writable copy of Ultralytics V's sources (a checkout root holding `ultralytics/`)."""

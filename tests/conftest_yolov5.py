@@ -52,6 +52,26 @@ def make_git(dest: Path, version: str) -> Path:
     return dest
 
 
+# YOLOv5 master after v7.0 loads every checkpoint (train.py's resume, utils/general.py's strip_optimizer,
+# models/experimental.py's attempt_load) through the installed Ultralytics' torch_load, not torch.load
+MASTER_LOADERS = ("train.py", "segment/train.py", "utils/general.py", "models/experimental.py")
+MASTER_IMPORT = "from ultralytics.utils.patches import torch_load\n"
+
+
+def make_master(dest: Path) -> Path:
+    """v7.0's git tree with master's two differences mbpatch reads: models/yolo.py (explicit imports, from
+    fixtures/) and the loaders calling `torch_load` (imported from ultralytics.utils.patches) for `torch.load`."""
+    make_git(dest, "7.0.14")
+    shutil.copyfile(FIXTURES / "yolov5_master_yolo.py", dest / "models" / "yolo.py")
+    for rel in MASTER_LOADERS:
+        path = dest / rel
+        text = path.read_text(encoding="utf-8")
+        assert "torch.load(" in text and "\nimport torch\n" in text, rel
+        text = text.replace("torch.load(", "torch_load(").replace("\nimport torch\n", "\nimport torch\n" + MASTER_IMPORT, 1)
+        path.write_text(text, encoding="utf-8")
+    return dest
+
+
 def make_checkout(tmp_path: Path, version: str, layout: str) -> Path:
     dest = tmp_path / f"{layout}-{version}"
     return make_pypi(dest, version) if layout == "pypi" else make_git(dest, version)

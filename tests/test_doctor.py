@@ -185,7 +185,8 @@ def test_steps_done_by_hand_count_and_half_done_is_partial(ultralytics_checkout)
     assert st["channel_index"] == "absent" and st["predict_once"] == "absent"
     # the user's yaml cannot train without the missing steps: that is a failure, with the way out
     ci = check(doc, "mobilenetv2 / yolov8: channel_index")
-    assert ci["verdict"] == "fail" and "yolov8-mnv2-tutorial.yaml" in ci["fix"] and "mbpatch apply" in ci["fix"]
+    assert ci["verdict"] == "fail" and "yolov8-mnv2-tutorial.yaml" in ci["fix"]
+    assert f"mbpatch apply --repo {root} --backbone mobilenetv2 --arch yolov8" in ci["fix"]  # runnable as printed
     assert doc["exit"] == 1
 
     # half of the channel step by hand: partial, naming what is missing

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from conftest_yolov5 import make_git
+from conftest_yolov5 import make_git, make_master
 
 NEW_TORCH = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 6)
 
@@ -75,3 +75,23 @@ def test_old_ultralytics_validation_needs_np_trapz(ultralytics_checkout):
     assert "ultralytics/utils/metrics.py" in items["numpy.trapz"]["detail"] and "numpy<2.4" in items["numpy.trapz"]["fix"]
     if NEW_TORCH:
         assert items["torch.load"]["verdict"] == "fail"  # 8.1.x's torch_safe_load has no weights_only=False
+
+
+@pytest.mark.skipif(not NEW_TORCH, reason="torch < 2.6 loads full checkpoints by default")
+def test_yolov5_master_loads_through_ultralytics_torch_load(tmp_path):
+    """Master calls ultralytics.utils.patches.torch_load (weights_only=False) where v7.0 calls torch.load: no
+    torch.load failure and no environment variable to set; an interpreter whose `ultralytics` lacks that
+    loader fails with the pip line instead (issue 17)."""
+    root = make_master(tmp_path / "yolov5")
+    doc, _ = doctor(root)
+    item = training(doc)["torch.load"]
+    assert item["verdict"] == "ok" and "ultralytics.utils.patches.torch_load" in item["detail"], item
+    assert not any("weights_only" in p for p in doc["problems"])
+    # an `ultralytics` without utils/patches.py (as in releases before torch_load existed) ahead on sys.path
+    old = tmp_path / "old-ultralytics"
+    (old / "ultralytics").mkdir(parents=True)
+    (old / "ultralytics" / "__init__.py").write_text("__version__ = '8.0.0'\n")
+    doc, code = doctor(root, env={"PYTHONPATH": str(old)})
+    item = training(doc)["torch.load"]
+    assert item["verdict"] == "fail" and code == 1
+    assert "torch_load does not pass weights_only=False" in item["detail"] and "pip install -U ultralytics" in item["fix"]

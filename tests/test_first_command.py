@@ -3,6 +3,11 @@
 fetch a pinned release, `pip install -e` mbpatch and the checkout, apply + verify; then `mbpatch doctor`
 must exit 0 (before the fix, the README installed `ultralytics` from the index and doctor failed on it).
 
+The machine is a fresh one (issue 17): HOME is an empty folder, except for a `settings.json` that an older
+Ultralytics release wrote in its default config folder (`~/.config/Ultralytics`), as on a machine where another
+release ran first; no YOLO_CONFIG_DIR is set. Importing Ultralytics then logs a warning on stdout, so the test
+reads its probe from a marker line, and checks that mbpatch's own child processes left that file alone.
+
 Installing torch into a new environment is too slow for CI, so the new venv sees this interpreter's packages
 through a `.pth` file in its site-packages -- except `ultralytics` and `mbpatch`, which a fresh machine does
 not have: each of this interpreter's site-packages folders is mirrored by a folder of links without them.
@@ -49,11 +54,30 @@ def _fresh_venv(tmp: Path) -> Path:
     return venv
 
 
+# settings.json as an Ultralytics 8.0 release wrote it (schema 0.0.4: `hub` and `neptune` keys, no `vscode_msg`)
+OLD_SETTINGS = {"settings_version": "0.0.4", "datasets_dir": "datasets", "weights_dir": "weights", "runs_dir": "runs",
+                "uuid": "0" * 64, "sync": False, "api_key": "", "clearml": True, "comet": True, "dvc": True,
+                "hub": True, "mlflow": True, "neptune": True, "raytune": True, "tensorboard": True, "wandb": True}
+MARK = "@@PROBE@@"
+
+
+def _home(tmp: Path) -> Path:
+    """An empty HOME but for an older release's Ultralytics settings in its default config folder."""
+    home = tmp / "home"
+    settings = home / ".config" / "Ultralytics" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps(OLD_SETTINGS))
+    return home
+
+
 def _run(venv: Path, *cmd, cwd=None, check=True):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "YOLO_CONFIG_DIR")}
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     env.update(VIRTUAL_ENV=str(venv), PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", YOLO_OFFLINE="1",
-               PIP_DISABLE_PIP_VERSION_CHECK="1")
+               PIP_DISABLE_PIP_VERSION_CHECK="1", HOME=str(venv.parent / "home"),
+               # downloads are not what this test is about: the caches stay where this machine keeps them
+               PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
+               MBPATCH_CACHE=os.environ.get("MBPATCH_CACHE") or str(Path.home() / ".cache" / "mbpatch"))
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
@@ -63,6 +87,8 @@ def _run(venv: Path, *cmd, cwd=None, check=True):
 @pytest.mark.slow
 def test_readme_first_command_in_a_fresh_venv_then_doctor_is_green(tmp_path):
     venv = _fresh_venv(tmp_path)
+    settings = _home(tmp_path) / ".config" / "Ultralytics" / "settings.json"
+    old_settings = settings.read_bytes()
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     py, mbpatch = bindir / "python", bindir / "mbpatch"
     work = tmp_path / "work"
@@ -79,12 +105,6 @@ def test_readme_first_command_in_a_fresh_venv_then_doctor_is_green(tmp_path):
     assert len(log.stdout.splitlines()) == 1
     _run(venv, py, "-m", "pip", "install", "-q", "--no-deps", "-e", "./ultralytics", cwd=work)
 
-    # the checkout, not another copy, is what `import ultralytics` loads from anywhere in this venv
-    where = _run(venv, py, "-c", "import ultralytics, sys; print(ultralytics.__file__, ultralytics.__version__)",
-                 cwd=tmp_path).stdout.split()
-    assert Path(where[0]).resolve() == (checkout / "ultralytics" / "__init__.py").resolve()
-    assert where[1] == RELEASE
-
     applied = _run(venv, mbpatch, "apply", "--repo", "./ultralytics", "--backbone", "mobilenetv4_small",
                    "--arch", "rtdetr", cwd=work)
     assert "forward passes" in applied.stdout
@@ -95,6 +115,17 @@ def test_readme_first_command_in_a_fresh_venv_then_doctor_is_green(tmp_path):
     shadow = [c for c in doc["checks"] if c["section"] == "shadowing"]
     assert shadow and all(c["verdict"] == "ok" for c in shadow), shadow
     assert "loads this checkout" in shadow[0]["detail"]
+    # mbpatch's verification and doctor children used config folders of their own: the user's is untouched
+    assert settings.read_bytes() == old_settings
+
+    # the checkout, not another copy, is what `import ultralytics` loads from anywhere in this venv; this first
+    # import of the user's own migrates the old settings (and says so on stdout): the probe reads its marker line
+    code = f"import json, ultralytics; print({MARK!r} + json.dumps([ultralytics.__file__, ultralytics.__version__]))"
+    out = _run(venv, py, "-c", code, cwd=tmp_path).stdout
+    where = json.loads(next(ln for ln in out.splitlines() if ln.startswith(MARK))[len(MARK):])
+    assert Path(where[0]).resolve() == (checkout / "ultralytics" / "__init__.py").resolve()
+    assert where[1] == RELEASE
+    assert json.loads(settings.read_text())["settings_version"] != OLD_SETTINGS["settings_version"]
 
 
 def test_fetch_refuses_a_non_empty_folder_and_an_unknown_release(tmp_path):

@@ -66,7 +66,7 @@ def test_revert_names_checkpoints_that_need_the_backbone(ultralytics_checkout):
     proc = run_cli("revert", "--repo", root, check=0)
     text = " ".join(proc.stdout.split())
     assert "runs/detect/train/weights/best.pt" in text and "stock" not in text
-    assert "mbpatch apply --backbone mobilenetv4_small" in text
+    assert f"mbpatch apply --repo {root} --backbone mobilenetv4_small --arch yolov8" in text  # runnable as printed
     assert tree_digest(root / "ultralytics") == package_before  # revert itself is unchanged
 
     after = _py(LOAD, root, ours, root=root)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, tree_digest
-from conftest_yolov5 import FIXTURES, make_git
+from conftest_yolov5 import FIXTURES, make_git, make_master
 
 PYPI_ONLY = (  # (file, PyPI 7.0.14 line, what the git tree has instead)
     ("train.py", "from yolov5 import __version__\n", "__version__ = '7.0'\n"),
@@ -167,12 +167,14 @@ def test_train_and_export_yolov5_v7_0_git(tmp_path):
 
 
 def test_train_yolov5_master_layout(tmp_path):
-    root = git_trainable(make_git(tmp_path / "yolov5", "7.0.14"))
-    shutil.copyfile(FIXTURES / "yolov5_master_yolo.py", root / "models" / "yolo.py")
+    """Master loads best.pt through ultralytics.utils.patches.torch_load: training, strip_optimizer and the final
+    validation work with this torch and no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (issue 17: doctor had said otherwise)."""
+    root = git_trainable(make_master(tmp_path / "yolov5"))
     run_cli("apply", "--repo", root, "--backbone", "repvit_m0_9", "--arch", "yolov5", "--no-verify", check=0)
     before = tree_digest(root)
     doc = verify_train(root, tmp_path / "work")
     check_trained(doc, root, tmp_path / "work", "RepViTM0_9")
+    assert not (doc["train"]["train"].get("env_set") or {}).get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     assert tree_digest(root) == before
 
 
