@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -26,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from . import MbpatchError
 from .export import stock_path
 from .train import _files, model_path
-from .verify import MARKER, Target, _read_stderr
+from .verify import Target, run_child
 
 CHILD = Path(__file__).with_name("bench_child.py")
 RUNTIMES = ("torch", "onnx", "openvino", "litert", "ncnn")
@@ -49,31 +48,6 @@ def _apply(copy: Path, backbone: str, arch: str, task: str, scale: str, python: 
         except ValueError:
             why = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise MbpatchError(f"bench: applying {backbone} to the temporary copy failed: {why}", file=str(copy), step="bench")
-
-
-def _child(args: Dict, python: Optional[str], timeout: float, on_stage: Callable[[str], None]) -> Dict:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", YOLO_VERBOSE="False", YOLO_OFFLINE="1")
-    env.pop("PYTHONPATH", None)
-    cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=args["work"])
-    err_lines: List[str] = []
-    out: List[str] = []
-    readers = [threading.Thread(target=_read_stderr, args=(proc.stderr, err_lines, on_stage), daemon=True),
-               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
-    for r in readers:
-        r.start()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return {"ok": False, "error": f"bench timed out after {timeout:.0f} s"}
-    for r in readers:
-        r.join(timeout=30)
-    for line in reversed("".join(out).splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    return {"ok": False, "error": "the bench process died: " + " | ".join([ln for ln in err_lines if ln.strip()][-5:])}
 
 
 def _ratios(rows: List[Dict]) -> None:
@@ -122,7 +96,7 @@ def run(root: Path, arch: str, task: str, scales: Sequence[str], backbones: Sequ
                     imgsz=imgsz, nc=target.nc, threads=threads, runs=runs, models=models,
                     runtimes=list(runtimes) if runtimes else "default")
         args.update(_files(target))
-        res = _child(args, python, timeout, on_stage)
+        res = run_child(CHILD, args, python, timeout, on_stage, args["work"], "bench")
         doc = dict(ok=bool(res.get("ok")), arch=arch, task=task, imgsz=imgsz, threads=threads, runs=runs,
                    machine=machine(), runtimes=res.get("runtimes"), skipped=res.get("skipped"),
                    torch=res.get("torch"), python=res.get("python"))

@@ -50,8 +50,6 @@ def make_context(co: Checkout, backbone: str, arch: str, nc: Optional[int], scal
         )
     if task not in ALL_TASKS:
         raise MbpatchError(f"unknown --task '{task}'; choose one of: {', '.join(ALL_TASKS)}", file=str(co.root), step="task")
-    if nc is not None and nc < 1:
-        raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
     if style != "backbone" and co.kind != "yolov5":
         raise MbpatchError(f"--style {style} is a YOLOv5 tutorial style; Ultralytics checkouts take the whole backbone",
                            file=str(co.root), step="style")

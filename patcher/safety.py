@@ -188,9 +188,12 @@ def check_weights(ctx) -> None:
 MAX_NC = 10000  # more classes than any public dataset has; 10,000,000 made verify try 4 GB allocations
 
 
-def check_inputs(co: Checkout, arch: str, nc: int, head: str, data: Optional[str]) -> None:
-    """Options that would be accepted and then fail (or be silently ignored) later: refused before any write."""
-    if nc > MAX_NC:
+def check_inputs(co: Checkout, arch: str, nc: Optional[int], head: str, data: Optional[str]) -> None:
+    """Options that would be accepted and then fail (or be silently ignored) later: refused before any write.
+    `nc` None is the default: the stock yaml's own number of classes."""
+    if nc is not None and nc < 1:
+        raise MbpatchError("--nc must be at least 1", file=str(co.root), step="nc")
+    if nc is not None and nc > MAX_NC:
         raise MbpatchError(f"--nc {nc} is more classes than mbpatch accepts ({MAX_NC}); nothing was changed",
                            file=str(co.root), step="nc")
     if head != "stock" and arch != "rtdetr":

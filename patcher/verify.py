@@ -48,14 +48,23 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         args["kind"] = target.kind
     if target.task != "detect":
         args["task"] = target.task
-    env = child_env()
-    cmd = [python or sys.executable, str(CHILD), json.dumps(args)]
+    result = run_child(CHILD, args, python, timeout, on_stage, str(target.root), "verification")
+    if not result.get("ok"):
+        result["install"] = install_line(str(result.get("error")) + "\n" + str(result.get("traceback")), target.root, python)
+    return result
+
+
+def run_child(script: Path, args: Dict, python: Optional[str], timeout: float,
+              on_stage: Optional[Callable[[str], None]], cwd: str, what: str) -> Dict:
+    """Run one of mbpatch's child scripts in the target interpreter and return the result it prints after MARKER.
+    Stage lines go to `on_stage` as they arrive; the child never outlives mbpatch (time-out, Ctrl-C, SIGTERM)."""
+    cmd = [python or sys.executable, str(script), json.dumps(args)]
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                cwd=str(target.root))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                cwd=cwd)
     except FileNotFoundError:
         raise MbpatchError("interpreter not found; pass --python the python of your training environment",
-                           file=str(python), step="verify") from None
+                           file=str(python), step=what) from None
     err_lines: List[str] = []
     out: List[str] = []
     # one thread per pipe (communicate() would read stderr too, taking stage lines from the reader)
@@ -68,7 +77,7 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        return {"ok": False, "error": f"verification timed out after {timeout:.0f} s"}
+        return {"ok": False, "error": f"{what} timed out after {timeout:.0f} s"}
     except BaseException:  # Ctrl-C / SIGTERM (stop.Stopped): the child ends with its parent, never outlives it
         proc.kill()
         proc.wait()
@@ -82,10 +91,8 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
             break
     else:
         tail = ([ln for ln in err_lines if ln.strip()] or stdout.strip().splitlines())[-5:]
-        result = {"ok": False, "error": "the verification process died: " + " | ".join(tail)}
+        result = {"ok": False, "error": f"the {what} process died: " + " | ".join(tail)}
     result["stderr_tail"] = "\n".join(err_lines).strip().splitlines()[-20:]
-    if not result.get("ok"):
-        result["install"] = install_line(str(result.get("error")) + "\n" + str(result.get("traceback")), target.root, python)
     return result
 
 
