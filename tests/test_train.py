@@ -34,6 +34,9 @@ PYPI_ONLY = (  # (file, PyPI 7.0.14 line, what the git tree has instead)
      "push_to_hfhub = upload_to_s3 = None\n\n\ndef convert_coco_dataset_to_yolo(opt, save_dir):\n    pass\n"),
     ("train.py", "    result = attempt_download_from_hub(weights, hf_token=None)\n", "    result = None\n"),
     ("utils/downloads.py", "    result = attempt_download_from_hub(file, hf_token=hf_token)\n", "    result = None\n"),
+    # DetectMultiBackend's lookup (verify --export loads the exported file with it)
+    ("models/common.py", "        result = attempt_download_from_hub(w, hf_token=hf_token, revision=revision)\n",
+     "        result = None\n"),
     ("utils/loggers/neptune/neptune_utils.py", "from yolov5 import __version__\n", "__version__ = '7.0'\n"),
     ("utils/loggers/wandb/wandb_utils.py", "from yolov5 import __version__\n", "__version__ = '7.0'\n"),
 )
