@@ -48,14 +48,14 @@ def run(target: Target, python: Optional[str] = None, timeout: float = 900,
         args["kind"] = target.kind
     if target.task != "detect":
         args["task"] = target.task
-    result = run_child(CHILD, args, python, timeout, on_stage, str(target.root), "verification")
+    result = run_child(CHILD, args, python, timeout, on_stage, str(target.root), "verification", step="verify")
     if not result.get("ok"):
         result["install"] = install_line(str(result.get("error")) + "\n" + str(result.get("traceback")), target.root, python)
     return result
 
 
 def run_child(script: Path, args: Dict, python: Optional[str], timeout: float,
-              on_stage: Optional[Callable[[str], None]], cwd: str, what: str) -> Dict:
+              on_stage: Optional[Callable[[str], None]], cwd: str, what: str, step: Optional[str] = None) -> Dict:
     """Run one of mbpatch's child scripts in the target interpreter and return the result it prints after MARKER.
     Stage lines go to `on_stage` as they arrive; the child never outlives mbpatch (time-out, Ctrl-C, SIGTERM)."""
     cmd = [python or sys.executable, str(script), json.dumps(args)]
@@ -64,7 +64,7 @@ def run_child(script: Path, args: Dict, python: Optional[str], timeout: float,
                                 cwd=cwd)
     except FileNotFoundError:
         raise MbpatchError("interpreter not found; pass --python the python of your training environment",
-                           file=str(python), step=what) from None
+                           file=str(python), step=step or what) from None
     err_lines: List[str] = []
     out: List[str] = []
     # one thread per pipe (communicate() would read stderr too, taking stage lines from the reader)
