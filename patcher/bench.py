@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import MbpatchError
-from .export import stock_path
-from .train import _files, model_path
+from .train import _files, model_path, stock_path
 from .verify import Target, run_child
 
 CHILD = Path(__file__).with_name("bench_child.py")

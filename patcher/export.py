@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import MbpatchError
-from .train import _base, child, model_path, work_folder
+from .train import _base, child, model_path, stock_path, work_folder
 from .verify import Target
 
 CHILD = Path(__file__).with_name("export_child.py")
@@ -59,18 +59,6 @@ def parse_formats(text: str) -> List[str]:
     if "all" in names and len(names) > 1:
         raise MbpatchError("--export all cannot be combined with other formats", step="export")
     return names
-
-
-def stock_path(target: Target, arch: str) -> str:
-    """The stock yaml under the name the user loads (`yolov8.yaml` -> `yolov8n.yaml`: Ultralytics reads the scale)."""
-    path = Path(target.stock)
-    if target.kind == "yolov5" or not target.scaled or arch == "rtdetr":
-        return str(path)
-    if path.stem == arch:
-        return str(path.with_name(f"{arch}{target.scale}{path.suffix}"))
-    if path.stem.startswith(arch + "-"):
-        return str(path.with_name(path.name.replace(f"{arch}-", f"{arch}{target.scale}-", 1)))
-    return str(path)
 
 
 def _verdict(patched: Dict, stock: Optional[Dict]) -> str:

@@ -59,12 +59,25 @@ def task_of_yaml(path, default: str = "detect") -> str:
 
 
 def model_path(target: Target, arch: str) -> str:
-    """The name the user loads: Ultralytics reads the scale from it (`yolov8n-<id>.yaml` -> yolov8-<id>.yaml, n)."""
-    path = Path(target.patched)
-    if target.kind != "yolov5" and target.scaled and arch != "rtdetr" and f"{arch}-" in path.name:
-        path = path.with_name(path.name.replace(f"{arch}-", f"{arch}{target.scale}-", 1))
-    if target.kind == "yolov5":  # YOLOv5 opens the path as given (no scale regex)
+    """The patched yaml under the name the user loads, as load_name gives it."""
+    return load_name(Path(target.patched), target, arch)
+
+
+def stock_path(target: Target, arch: str) -> str:
+    """The stock yaml under the name the user loads (`yolov8.yaml` -> `yolov8n.yaml`), as load_name gives it."""
+    return load_name(Path(target.stock), target, arch)
+
+
+def load_name(path: Path, target: Target, arch: str) -> str:
+    """The name the user loads: Ultralytics reads the scale from it (`yolov8n-<id>.yaml` -> yolov8-<id>.yaml, n),
+    as a path its scale regex cannot corrupt (load_path). YOLOv5 opens the path as given (no scale regex)."""
+    if target.kind == "yolov5":
         return str(path)
+    if target.scaled and arch != "rtdetr":
+        if path.stem == arch:
+            path = path.with_name(f"{arch}{target.scale}{path.suffix}")
+        elif f"{arch}-" in path.name:
+            path = path.with_name(path.name.replace(f"{arch}-", f"{arch}{target.scale}-", 1))
     return loadable(path, Path(target.root) / target.package.replace(".", "/"))
 
 
