@@ -6,6 +6,7 @@ The cache is `$MBPATCH_CACHE` (default `~/.cache/mbpatch`), so a clean clone re-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,8 +22,35 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("MBPATCH_CACHE", Path.home() / ".cache" / "mbpatch"))
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most four (each worker's children build models of 1-2 GB)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+@contextlib.contextmanager
+def cache_lock(name: str):
+    """Serialise filling one cache entry across xdist workers and concurrent runs (POSIX flock)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: one run at a time
+        yield
+        return
+    with open(CACHE / f".lock-{name}", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def wheel(dist: str, version: str) -> Path:
     """The cached wheel (or sdist) of dist==version, downloaded with pip when missing."""
+    with cache_lock(f"{dist}-{version}"):
+        return _wheel(dist, version)
+
+
+def _wheel(dist: str, version: str) -> Path:
     folder = CACHE / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
     stem = dist.replace("-", "_")
@@ -34,16 +62,23 @@ def wheel(dist: str, version: str) -> Path:
         [sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{dist}=={version}", "-d", str(folder)],
         check=True,
     )
-    return wheel(dist, version)
+    return _wheel(dist, version)
 
 
 def unpacked(dist: str, version: str, package: str) -> Path:
     """A read-only-by-convention unpacked copy of the wheel's `package/` folder; returns its parent."""
     dest = CACHE / "src" / f"{dist}-{version}"
+    if (dest / package).is_dir():
+        return dest
+    with cache_lock(f"{dist}-{version}"):
+        return _unpack(dist, version, package, dest)
+
+
+def _unpack(dist: str, version: str, package: str, dest: Path) -> Path:
     if not (dest / package).is_dir():
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        with zipfile.ZipFile(wheel(dist, version)) as z:
+        with zipfile.ZipFile(_wheel(dist, version)) as z:
             for name in z.namelist():
                 if name.startswith(package + "/"):
                     z.extract(name, tmp)
