@@ -2,9 +2,9 @@
 
 For each family (yolov8, yolo11, yolo26 at scale n) and each backbone (stock, then the catalogue), a fresh
 copy of the Ultralytics checkout is patched with `mbpatch apply --no-verify` and trained from random weights with
-the same settings (seed 0, deterministic, CPU, the same epochs); the row is the final validation mAP50-95 and
-mAP50 and the wall time of the training run. The dataset is harder than `verify --train`'s 16 images: more
-images, several classes of shapes, smaller objects, up to 4 per image.
+the same settings (seed 0, deterministic, CPU, the same epochs); the row is the mAP50-95 and mAP50 of the
+trainer's final validation (of best.pt) and the wall time of the training run. The dataset is harder than
+`verify --train`'s 16 images: more images, several classes of shapes, smaller objects, up to 4 per image.
 
 A generated dataset ranks wiring and capacity (can gradients reach every layer, does the neck get enough
 channels), NOT ImageNet transfer: pretrained backbones are not used here.
