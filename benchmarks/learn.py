@@ -86,7 +86,8 @@ def make_dataset(folder: Path, config: dict) -> Path:
                 for _try in range(30):  # a free place, or no object
                     x0, y0 = (float(v) for v in rng.uniform(0, 1, size=2) * (size - w, size - h))
                     box = (x0, y0, x0 + w, y0 + h)
-                    if all(box[2] + 2 < b[0] or b[2] + 2 < box[0] or box[3] + 2 < b[1] or b[3] + 2 < box[1] for b in boxes):
+                    apart = (box[2] + 2 < b[0] or b[2] + 2 < box[0] or box[3] + 2 < b[1] or b[3] + 2 < box[1] for b in boxes)
+                    if all(apart):
                         break
                 else:
                     continue
@@ -170,8 +171,8 @@ def run_row(config, family, backbone, data, threads, work: Path) -> dict:
                        check=True, capture_output=True, env=env)
         model = f"{family}n-{backbone}.yaml"  # the bare name: the checkout finds it (see patcher/load_path.py)
     load_before = os.getloadavg()
-    proc = subprocess.run([sys.executable, "-c", TRAIN, str(root), model, str(data), str(row_dir / "runs"), str(threads),
-                           json.dumps(config)], capture_output=True, text=True, env=env, cwd=str(row_dir))
+    argv = [str(root), model, str(data), str(row_dir / "runs"), str(threads), json.dumps(config)]
+    proc = subprocess.run([sys.executable, "-c", TRAIN, *argv], capture_output=True, text=True, env=env, cwd=str(row_dir))
     load_after = os.getloadavg()
     shutil.rmtree(row_dir, ignore_errors=True)
     for line in proc.stdout.splitlines():
@@ -267,7 +268,8 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", "patcher",
-                              "recipes", "templates", "benchmarks/learn.py"], capture_output=True, text=True).stdout.strip()
+                              "recipes", "templates", "benchmarks/learn.py"], capture_output=True, text=True)
+    changed = changed.stdout.strip()
     commit += "+uncommitted changes" if changed else ""
     for family, backbone in todo:
         got = run_row(CONFIG, family, backbone, data, args.threads, work)

@@ -99,7 +99,8 @@ class Reference:
             # the first block of timm's stages 2, 3 and 5 (the stride-2 stages after strides 4, 8, 16), then
             # forward_features (conv_head + bn2); every parameter but the classifier's
             self.features = full.eval()
-            self.params = sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in full.classifier.parameters())
+            classifier = sum(p.numel() for p in full.classifier.parameters())
+            self.params = sum(p.numel() for p in full.parameters()) - classifier
             return
         del full
         feats = timm.create_model(b.reference, pretrained=False, features_only=True)
@@ -120,8 +121,8 @@ class Reference:
         MobileNetV2's wide variants: the expansions and the final 1x1 conv)."""
         if self.wide:
             expansions = []
-            handles = [self.features.blocks[i][0].bn1.register_forward_hook(lambda module, inputs, out: expansions.append(out))
-                       for i in (2, 3, 5)]
+            keep = lambda module, inputs, out: expansions.append(out)  # noqa: E731
+            handles = [self.features.blocks[i][0].bn1.register_forward_hook(keep) for i in (2, 3, 5)]
             try:
                 last = self.features.forward_features(x)
             finally:

@@ -63,9 +63,9 @@ def test_wide_taps_in_yolov8n_carry_timm_s_expansions_with_imagenet_weights(ultr
     torch.save(x, tmp_path / "x.pt")
     full = {**os.environ, **env}
     full.pop("PYTHONPATH", None)
-    child = subprocess.run([sys.executable, "-c", BUILD, str(root), "ultralytics/cfg/models/v8/yolov8-mobilenetv2_050_wide.yaml",
-                            str(tmp_path / "x.pt"), str(tmp_path / "out.pt")], capture_output=True, text=True, cwd=root,
-                           env=full)
+    cfg = "ultralytics/cfg/models/v8/yolov8-mobilenetv2_050_wide.yaml"
+    child = subprocess.run([sys.executable, "-c", BUILD, str(root), cfg, str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
+                           capture_output=True, text=True, cwd=root, env=full)
     assert child.returncode == 0, child.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt")
 
