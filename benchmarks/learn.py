@@ -184,6 +184,12 @@ def run_row(config, family, backbone, data, threads, work: Path) -> dict:
     return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
 
 
+def pending(rows: list, h: str, families, backbones) -> list:
+    """(family, backbone) pairs in run order that `rows` has no result for under configuration hash `h`."""
+    done = {(r["family"], r["backbone"]) for r in rows if r["config_hash"] == h}
+    return [(f, b) for f in families for b in backbones if (f, b) not in done]
+
+
 def read_rows(path: Path) -> list:
     return json.loads(path.read_text())["rows"] if path.is_file() else []
 
@@ -255,9 +261,8 @@ def main() -> None:
         write_markdown(out, read_rows(results), order)
         return
     h = config_hash(CONFIG)
-    done = {(r["family"], r["backbone"]) for r in read_rows(results) if r["config_hash"] == h}
-    todo = [(f, b) for f in args.families for b in backbones if (f, b) not in done]
-    print(f"configuration {h}: {len(done)} row(s) done, {len(todo)} to run", flush=True)
+    todo = pending(read_rows(results), h, args.families, backbones)
+    print(f"configuration {h}: {len(todo)} row(s) to run", flush=True)
     if args.max_rows is not None:
         todo = todo[:args.max_rows]
     if not todo:
