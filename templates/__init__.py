@@ -75,6 +75,10 @@ CATALOG: Dict[str, Backbone] = {
         _bb("mobilenetv2", "mobilenetv2", "MobileNetV2", (24, 32, 96, 320), "mobilenetv2_100"),
         _bb("mobilenetv2_075", "mobilenetv2", "MobileNetV2_075", (24, 24, 72, 240)),
         _bb("mobilenetv2_050", "mobilenetv2", "MobileNetV2_050", (16, 16, 48, 160)),
+        # SSDLite's wide taps of the same networks (same timm weights, plus timm's final 1x1 conv to 1280)
+        _bb("mobilenetv2_wide", "mobilenetv2", "MobileNetV2Wide", (144, 192, 576, 1280), "mobilenetv2_100"),
+        _bb("mobilenetv2_075_wide", "mobilenetv2", "MobileNetV2_075_Wide", (144, 144, 432, 1280), "mobilenetv2_075"),
+        _bb("mobilenetv2_050_wide", "mobilenetv2", "MobileNetV2_050_Wide", (96, 96, 288, 1280), "mobilenetv2_050"),
         _bb("mobilenetv4_small", "mobilenetv4", "MobileNetV4ConvSmall", (32, 64, 96, 128), "mobilenetv4_conv_small"),
         _bb("mobilenetv4_medium", "mobilenetv4", "MobileNetV4ConvMedium", (48, 80, 160, 256), "mobilenetv4_conv_medium"),
         _bb("mobilenetv4_large", "mobilenetv4", "MobileNetV4ConvLarge", (48, 96, 192, 512), "mobilenetv4_conv_large"),

@@ -8,6 +8,12 @@ channels, its norm and the classifier are left out because a detector never uses
 Parameter and buffer names are timm's (`conv_stem`, `bn1`, `blocks.<stage>.<block>.conv_pw`, ...),
 so a timm checkpoint of `mobilenetv2_100` loads as it is: `MobileNetV2(weights="model.pth")`.
 Only torch is needed; nothing is downloaded.
+
+Wide taps (`MobileNetV2_050_Wide`, `MobileNetV2_075_Wide`, `MobileNetV2Wide`): the maps are taken where
+SSDLite takes them (paper, section 6.2): at strides 4, 8 and 16 the output of the 1x1 expansion of the next
+stage's first block (before its stride-2 depthwise conv: 6x the stage's width), at stride 32 the final 1x1
+conv to 1280 channels (timm's `conv_head` + `bn2`, kept for these). The stage outputs of a thin network
+(16/48/160 channels at width 0.5) hand a detector's neck very little; the expansions are computed anyway.
 """
 
 import json
@@ -18,7 +24,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["MobileNetV2", "mobilenetv2", "MobileNetV2_075", "mobilenetv2_075", "MobileNetV2_050", "mobilenetv2_050"]
+__all__ = ["MobileNetV2", "mobilenetv2", "MobileNetV2_075", "mobilenetv2_075", "MobileNetV2_050", "mobilenetv2_050",
+           "MobileNetV2Wide", "mobilenetv2_wide", "MobileNetV2_075_Wide", "mobilenetv2_075_wide",
+           "MobileNetV2_050_Wide", "mobilenetv2_050_wide"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -26,6 +34,7 @@ __all__ = ["MobileNetV2", "mobilenetv2", "MobileNetV2_075", "mobilenetv2_075", "
 # ---------------------------------------------------------------------------------------------------------
 
 STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280  # the final 1x1 conv (timm's `conv_head`), at every width <= 1 (timm keeps 1280)
 
 # One row per stage: (block, repeats, kernel, stride of the first block, expansion ratio, out channels).
 #   "ds": depthwise-separable block (depthwise kxk, then 1x1 projection), the t=1 block of the paper
@@ -152,8 +161,15 @@ class InvertedResidual(nn.Module):
     folds = (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))
 
     def forward(self, x):
-        y = self.bn1(self.conv_pw(x))
-        y = self.bn2(self.conv_dw(y))
+        return self.project(x, self.expand(x))
+
+    def expand(self, x):
+        """The 1x1 expansion with its norm and ReLU6: the map a wide tap takes."""
+        return self.bn1(self.conv_pw(x))
+
+    def project(self, x, expanded):
+        """The rest of the block, from the expansion's output."""
+        y = self.bn2(self.conv_dw(expanded))
         y = self.bn3(self.conv_pwl(y))
         return x + y if self.has_skip else y
 
@@ -176,6 +192,7 @@ class MobileNetV2(nn.Module):
 
     arch = STAGES
     stem_channels = STEM_CHANNELS
+    wide = False  # True: SSDLite's taps (expansions, then the 1x1 conv to `HEAD_CHANNELS`), see the module doc
     # A checkpoint every instance loads when no `weights` is given: `mbpatch apply --weights FILE` sets it in
     # AddModules/__init__.py, so the model yaml needs no path argument.
     default_weights = None
@@ -198,6 +215,14 @@ class MobileNetV2(nn.Module):
         self.blocks = nn.Sequential(*stages)
         self.out_indices = output_stages(self.arch)
         self.width_list = [self.arch[i][-1] for i in self.out_indices]
+        if self.wide:
+            # the stage after each of the first three taps starts with a stride-2 inverted residual: tap its
+            # expansion; at stride 32, timm's final 1x1 conv (names `conv_head`, `bn2` as in timm's checkpoint)
+            self.conv_head = nn.Conv2d(in_chs, HEAD_CHANNELS, 1, bias=False)
+            self.bn2 = BatchNormAct2d(HEAD_CHANNELS)
+            self.folds = self.folds + (("conv_head", "bn2"),)
+            self.expand_stages = [i + 1 for i in self.out_indices[:-1]]
+            self.width_list = [self.blocks[i][0].conv_pw.out_channels for i in self.expand_stages] + [HEAD_CHANNELS]
         self.channel = self.width_list
         self._init_weights()
         if isinstance(weights, bool):  # a tutorial yaml's `pretrained` flag, e.g. `MobileNetV2, [False]`
@@ -220,9 +245,16 @@ class MobileNetV2(nn.Module):
         x = self.bn1(self.conv_stem(x))
         outputs = []
         for i, stage in enumerate(self.blocks):
-            x = stage(x)
-            if i in self.out_indices:
+            if self.wide and i in self.expand_stages:
+                expanded = stage[0].expand(x)
+                outputs.append(expanded)
+                x = stage[1:](stage[0].project(x, expanded))
+            else:
+                x = stage(x)
+            if not self.wide and i in self.out_indices:
                 outputs.append(x)
+        if self.wide:
+            outputs.append(self.bn2(self.conv_head(x)))
         return outputs
 
     @torch.no_grad()
@@ -252,9 +284,32 @@ class MobileNetV2_050(MobileNetV2):
     stem_channels = make_divisible(STEM_CHANNELS * 0.5)
 
 
+class MobileNetV2Wide(MobileNetV2):
+    """MobileNetV2 with SSDLite's wide taps: 144, 192, 576, 1280 channels at strides 4-32 (timm `mobilenetv2_100`
+    less its classifier)."""
+
+    wide = True
+
+
+class MobileNetV2_075_Wide(MobileNetV2_075):
+    """MobileNetV2 width 0.75 with SSDLite's wide taps: 144, 144, 432, 1280 channels at strides 4-32."""
+
+    wide = True
+
+
+class MobileNetV2_050_Wide(MobileNetV2_050):
+    """MobileNetV2 width 0.5 with SSDLite's wide taps: 96, 96, 288, 1280 channels at strides 4-32 (the stage
+    outputs are 16, 16, 48, 160)."""
+
+    wide = True
+
+
 mobilenetv2 = MobileNetV2
 mobilenetv2_075 = MobileNetV2_075
 mobilenetv2_050 = MobileNetV2_050
+mobilenetv2_wide = MobileNetV2Wide
+mobilenetv2_075_wide = MobileNetV2_075_Wide
+mobilenetv2_050_wide = MobileNetV2_050_Wide
 
 
 # ---------------------------------------------------------------------------------------------------------

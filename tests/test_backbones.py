@@ -91,6 +91,17 @@ class Reference:
         torch.manual_seed(0)
         full = randomize_(timm.create_model(b.reference, pretrained=False))
         self.state = {k: v.clone() for k, v in full.state_dict().items()}
+        self.path = folder / f"{b.reference}.pth"
+        torch.save(self.state, self.path)
+        self.wide = bid.endswith("_wide")
+        if self.wide:
+            # SSDLite's taps, read off timm's whole network: the 1x1 expansion (conv_pw + bn1 with its ReLU6) of
+            # the first block of timm's stages 2, 3 and 5 (the stride-2 stages after strides 4, 8, 16), then
+            # forward_features (conv_head + bn2); every parameter but the classifier's
+            self.features = full.eval()
+            classifier = sum(p.numel() for p in full.classifier.parameters())
+            self.params = sum(p.numel() for p in full.parameters()) - classifier
+            return
         del full
         feats = timm.create_model(b.reference, pretrained=False, features_only=True)
         # FeatureListNet (RepViT) flattens `stages.0` into `stages_0`; the others keep timm's names.
@@ -103,12 +114,21 @@ class Reference:
             # timm's stride-32 tap is after the 1x1 conv to 960 (blocks.4); ours ends before it, at blocks.3.
             self.params -= sum(p.numel() for p in feats.blocks[4].parameters())
             self.extra_tap = feats.blocks[3]
-        self.path = folder / f"{b.reference}.pth"
-        torch.save(self.state, self.path)
 
     @torch.no_grad()
     def maps(self, x: torch.Tensor):
-        """timm's features_only maps at strides 4, 8, 16, 32 (MobileNetV4: stride 32 before the 960 conv)."""
+        """timm's features_only maps at strides 4, 8, 16, 32 (MobileNetV4: stride 32 before the 960 conv;
+        MobileNetV2's wide variants: the expansions and the final 1x1 conv)."""
+        if self.wide:
+            expansions = []
+            keep = lambda module, inputs, out: expansions.append(out)  # noqa: E731
+            handles = [self.features.blocks[i][0].bn1.register_forward_hook(keep) for i in (2, 3, 5)]
+            try:
+                last = self.features.forward_features(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return expansions + [last]
         captured = {}
         handle = None
         if self.extra_tap is not None:

@@ -1,6 +1,6 @@
 """Every backbone of the catalogue inside RT-DETR and YOLOv8 on the newest Ultralytics in the cache.
 
-All 28 applies stack on one checkout (a stress test of the journal too); one process then builds each
+All the applies (two per catalogue backbone) stack on one checkout (a stress test of the journal too); one process then builds each
 model with the checkout's own code and runs it at 640x640, 640x480, 480x640 and 320x320 in eval mode, and
 with batch 2 in eval and in train mode (with a backward pass); finally one revert gives back the original bytes.
 """

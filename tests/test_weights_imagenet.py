@@ -35,6 +35,18 @@ def hf_env(home) -> dict:
             "HF_HUB_DISABLE_TELEMETRY": "1", "YOLO_CONFIG_DIR": str(home / "yolo-config")}
 
 
+def hf_snapshot(home, repo: str, state: dict):
+    """Lay out `repo` in the Hugging Face cache under `home` as huggingface_hub does (refs/main -> a snapshot
+    holding model.safetensors with `state`); returns the file."""
+    folder = home / "hub" / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(REVISION)
+    snap = folder / "snapshots" / REVISION
+    snap.mkdir(parents=True)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in state.items()}, str(snap / "model.safetensors"))
+    return snap / "model.safetensors"
+
+
 @pytest.fixture(scope="module")
 def hf_cache(tmp_path_factory):
     """HF_HOME with timm's repos of BACKBONES, each holding timm's random model as model.safetensors."""
@@ -44,14 +56,7 @@ def hf_cache(tmp_path_factory):
     refs = {}
     for bid in BACKBONES:
         ref = Reference(bid, tmp_path_factory.mktemp(bid))
-        repo = CATALOG[bid].hf_hub_id
-        folder = home / "hub" / ("models--" + repo.replace("/", "--"))
-        (folder / "refs").mkdir(parents=True)
-        (folder / "refs" / "main").write_text(REVISION)
-        snap = folder / "snapshots" / REVISION
-        snap.mkdir(parents=True)
-        safetensors_torch.save_file({k: v.contiguous() for k, v in ref.state.items()}, str(snap / "model.safetensors"))
-        ref.file = snap / "model.safetensors"
+        ref.file = hf_snapshot(home, CATALOG[bid].hf_hub_id, ref.state)
         refs[bid] = ref
     return home, refs
 
