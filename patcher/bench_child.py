@@ -29,7 +29,7 @@ OPTIONAL = ("openvino", "litert", "ncnn")  # timed by default when installed
 MODULES = {"onnx": ["onnx", "onnxruntime"], "openvino": ["openvino"], "litert": ["ai_edge_litert"],
            "ncnn": ["ncnn", "pnnx"], "torch": []}
 PIP = {"onnx": "pip install onnx onnxruntime", "openvino": "pip install openvino",
-       "litert": "pip install ai-edge-litert tensorflow onnx2tf tf_keras sng4onnx onnx_graphsurgeon",
+       "litert": "pip install litert-torch ai-edge-litert",  # Ultralytics >= 8.4.83 (older: tensorflow + onnx2tf)
        "ncnn": "pip install ncnn pnnx"}
 
 
@@ -119,6 +119,9 @@ def export(args, wrapper, model, rt, work):
             raise RuntimeError(f"YOLOv5's exporter wrote no {fmt} file")
         return hits[0]
     wrapper.model.pt_path = os.path.join(work, "model.pt")
+    if fmt == "litert":  # named tflite before Ultralytics 8.4.83
+        offered = importlib.import_module(args["package"] + ".engine.exporter").export_formats()["Argument"]
+        fmt = fmt if fmt in offered else "tflite"
     kwargs = dict(simplify=False, dynamic=False) if fmt == "onnx" else {}
     return str(wrapper.export(format=fmt, imgsz=args["imgsz"], device="cpu", verbose=False, **kwargs))
 

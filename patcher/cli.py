@@ -540,11 +540,14 @@ def _revert_report(rp, res, as_json: bool, trained=([], None), dropped: Optional
 @click.option("--export", "export", default=None, metavar="FORMAT[,FORMAT...]|all",
               help="also export (onnx, torchscript, openvino, ncnn, ... or all) with the checkout's exporter, the stock "
                    "model alongside, and compare each format's runtime with PyTorch")
+@click.option("--int8", "int8", is_flag=True, help="with --export openvino,litert: INT8, calibrated on the generated "
+              "dataset; reports how much of PyTorch's fp32 answer survives, for the patched and the stock model")
 @click.option("--imgsz", default=64, show_default=True, help="image size for --train / --export")
 @click.option("--epochs", default=1, show_default=True, help="epochs for --train")
 @click.option("--batch", default=8, show_default=True, help="batch size for --train")
 @click.option("--work", "work", default=None, help="folder for the dataset, runs and exported file (default: a new temp folder)")
-def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64, epochs=1, batch=8, work=None):
+def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64, epochs=1, batch=8, work=None,
+           int8=False):
     """Build the patched model again and print its summary."""
     try:
         co = detect(repo)
@@ -570,9 +573,11 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
             from .stack import add_newest
 
             add_newest(doc, last, as_json)
+        if int8 and not export:
+            raise MbpatchError("--int8 needs --export (openvino, litert)", step="verify")
         if code == 0 and (train or export):
             code = _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch,
-                                  task, work)
+                                  task, work, int8)
         doc["ok"] = code == 0
         if as_json:
             report.dump(doc)
@@ -581,7 +586,8 @@ def verify(repo, model_yaml, python, as_json, train=False, export=None, imgsz=64
         _fail(e, as_json)
 
 
-def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch, task, work) -> int:
+def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, epochs, batch, task, work,
+                   int8=False) -> int:
     """verify --train / --export: the checkout's own trainer and exporter (patcher/train.py)."""
     from .train import task_of_yaml, train_check
 
@@ -598,7 +604,7 @@ def _deploy_checks(ctx, doc, python, as_json, model_yaml, train, export, imgsz, 
     if export:
         from .export import export_formats_check, onnx_view, parse_formats, print_exports
 
-        doc["exports"] = export_formats_check(target, ctx.arch, parse_formats(export), python, imgsz, work)
+        doc["exports"] = export_formats_check(target, ctx.arch, parse_formats(export), python, imgsz, work, int8=int8)
         code = code or (0 if doc["exports"]["ok"] else 1)
         if onnx_view(doc["exports"]):  # the `--export onnx` document of earlier releases
             doc["export"] = onnx_view(doc["exports"])

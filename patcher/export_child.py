@@ -72,8 +72,12 @@ def _numpy(t):
     return np.asarray(t, dtype=np.float32)
 
 
-def compare(out, ref, rtol, topk):
-    """Dense heads element-wise; top-k heads (RT-DETR, YOLO26 end-to-end) as sets of detections."""
+def compare(out, ref, rtol, topk, channel_axis=None):
+    """Dense heads element-wise; top-k heads (RT-DETR, YOLO26 end-to-end) as sets of detections.
+
+    A dense detection output holds box coordinates (pixels, up to several times imgsz) beside class scores in
+    [0, 1]: one tolerance scaled by the largest value would let any score through, so with `channel_axis` each
+    channel gets rtol x max(1, max |channel|) and `atol` is the tolerance of the channel closest to failing."""
     import numpy as np
 
     res = {"out_shape": list(out.shape), "torch_shape": list(ref.shape), "rtol": rtol}
@@ -83,10 +87,125 @@ def compare(out, ref, rtol, topk):
     if topk and ref.ndim == 3 and ref.shape[-1] >= 6:
         res.update(tc.same_detections(out, ref, rtol=rtol, score_tol=rtol))
         return res
-    diff = float(np.abs(out - ref).max()) if out.size else 0.0
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    atol = rtol * max(1.0, scale)
-    res.update(max_abs_diff=diff, ref_max_abs=scale, atol=atol, equal=bool(diff <= atol))
+    if not out.size:
+        res.update(max_abs_diff=0.0, ref_max_abs=0.0, atol=rtol, equal=True)
+        return res
+    diff = np.abs(out - ref)
+    scale = float(np.abs(ref).max())
+    if channel_axis is not None and ref.ndim == 3:
+        others = tuple(a for a in range(3) if a != channel_axis % 3)
+        atol = rtol * np.maximum(1.0, np.abs(ref).max(axis=others, keepdims=True))
+    else:
+        atol = np.full((1,) * ref.ndim, rtol * max(1.0, scale))
+    ratio = diff / atol
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    worst_atol = float(np.broadcast_to(atol, ref.shape)[worst])
+    res.update(max_abs_diff=float(diff.max()), ref_max_abs=scale, atol=worst_atol, worst_diff=float(diff[worst]),
+               worst_ratio=float(ratio.max()), equal=bool(ratio.max() <= 1.0))
+    return res
+
+
+def calibrate_batchnorm(model, imgsz, batches=4, size=8):
+    """Give an untrained model the BatchNorm statistics of its own activations, in place: a few train-mode passes
+    on seeded random images of random brightness (with too few or too alike images the deep layers' variances
+    come out near zero and their outputs explode). At initialisation (running mean 0, variance 1, the heads'
+    prior biases) a detector's output hardly depends on its input: the patched yolov8n +
+    mobilenetv4_hybrid_medium gives the same output, to the last bit, for any image, so an exported file
+    computing anything else would still "match". With the statistics of real activations every layer passes on
+    a signal, as in a trained model. Returns how many BatchNorm layers were calibrated (0: the passes failed,
+    and the model keeps its initial statistics; the sensitivity reported beside the comparison shows it)."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the passes
+    gen = torch.Generator().manual_seed(1)
+    model.train()
+    try:
+        with torch.no_grad():
+            for _ in range(batches):
+                model(torch.rand(size, 3, imgsz, imgsz, generator=gen) * torch.rand(size, 1, 1, 1, generator=gen))
+    except Exception:  # noqa: BLE001 (a head that cannot run in train mode without targets: keep the initial stats)
+        for m in norms:
+            m.reset_running_stats()
+        return 0
+    finally:
+        model.eval()
+    return len(norms)
+
+
+def sensitivity(model, x, ref):
+    """How much the PyTorch output moves for another image: a comparison is only as strict as this is large."""
+    import numpy as np
+    import torch
+
+    other = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        alt = _numpy(tc._first_tensor(model(other)))
+    return float(np.abs(alt - ref).max()) if alt.shape == ref.shape and ref.size else None
+
+
+def _detections(y, topk, channel_axis, k):
+    """The k highest-scoring detections of one image as (box xyxy, score, class) rows: dense heads (boxes xywh,
+    then one score per class) keep each anchor's best class; top-k heads give xyxy, score, class already."""
+    import numpy as np
+
+    y = np.asarray(y[0], dtype=np.float64)
+    if topk:
+        rows = y[:, :6]
+    else:
+        y = y.T if channel_axis == 1 else y  # anchors x channels
+        xy, wh, scores = y[:, :2], y[:, 2:4], y[:, 4:]
+        rows = np.concatenate([xy - wh / 2, xy + wh / 2, scores.max(1, keepdims=True),
+                               scores.argmax(1)[:, None].astype(np.float64)], 1)
+    return rows[np.argsort(-rows[:, 4], kind="stable")[:k]]
+
+
+def _iou(a, b):
+    import numpy as np
+
+    lt, rb = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:4], b[:, 2:4])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = lambda r: np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def agreement(out, ref, topk, channel_axis, k=10):
+    """INT8 against PyTorch fp32: not a tolerance but how much of the answer survives. `top_agreement`: the
+    share of PyTorch's k best detections that the quantized model also ranks among its 3k best, same class,
+    IoU >= 0.5; `score_max_diff` over those pairs; `max_rel_error`: the largest element error over its
+    channel's scale (max(1, max |channel|)), as the fp32 comparison measures it."""
+    import numpy as np
+
+    res = {"out_shape": list(out.shape), "torch_shape": list(ref.shape), "int8": True}
+    if out.shape != ref.shape:
+        res.update(top_agreement=None)
+        return res
+    diff = np.abs(out - ref)
+    if not topk and ref.ndim == 3:
+        others = tuple(a for a in range(3) if a != channel_axis % 3)
+        res["max_rel_error"] = float((diff / np.maximum(1.0, np.abs(ref).max(axis=others, keepdims=True))).max())
+        # signal-to-quantization-noise ratio of the boxes and of the scores: independent of how detections rank
+        # (an untrained model has many tied scores), and the usual measure of what quantization costs
+        boxes = np.take(ref, range(4), axis=channel_axis), np.take(out, range(4), axis=channel_axis)
+        scores = (np.take(ref, range(4, ref.shape[channel_axis]), axis=channel_axis),
+                  np.take(out, range(4, ref.shape[channel_axis]), axis=channel_axis))
+        for name, (r, o) in (("box", boxes), ("score", scores)):
+            noise = float(((o - r) ** 2).sum())
+            res[f"{name}_sqnr_db"] = float(10 * np.log10(float((r ** 2).sum()) / noise)) if noise > 0 else None
+    ref_top, out_top = _detections(ref, topk, channel_axis, k), _detections(out, topk, channel_axis, 3 * k)
+    matched, score_diff = 0, 0.0
+    for row in ref_top:
+        same = out_top[out_top[:, 5] == row[5]]
+        if len(same):
+            ious = _iou(row, same)
+            best = int(np.argmax(ious))
+            if ious[best] >= 0.5:
+                matched += 1
+                score_diff = max(score_diff, abs(float(same[best, 4] - row[4])))
+    res.update(top_k=len(ref_top), top_matched=matched, top_agreement=matched / max(1, len(ref_top)),
+               score_max_diff=score_diff, max_abs_diff=float(diff.max()) if diff.size else 0.0)
     return res
 
 
@@ -115,7 +234,7 @@ def ultralytics_one(args, model_yaml, fmts, table, work):
     model = tc._ultralytics_model(spec)
     inner = model.model
     inner.pt_path = os.path.join(work, "model.pt")  # the exporter writes next to this name
-    inner.eval()
+    calibrated = calibrate_batchnorm(inner, args["imgsz"])
     x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
     head = inner.model[-1]
     rows = {}
@@ -124,6 +243,8 @@ def ultralytics_one(args, model_yaml, fmts, table, work):
         t0 = time.perf_counter()
         try:
             kwargs = dict(table[fmt].get("kwargs") or {})
+            if args.get("int8"):  # the release's INT8 switch (`quantize=8` from 8.4.83, `int8=True` before)
+                kwargs.update({args["int8_arg"]: 8 if args["int8_arg"] == "quantize" else True}, data=args["int8"])
             path = str(model.export(format=fmt, imgsz=args["imgsz"], device="cpu", verbose=False, **kwargs))
             row.update(file=path, size_bytes=_size(path), export_s=time.perf_counter() - t0, exported=True)
             if not table[fmt].get("runs_here", True):
@@ -140,13 +261,17 @@ def ultralytics_one(args, model_yaml, fmts, table, work):
                     ref = _numpy(tc._first_tensor(inner(x)))
                 topk = type(head).__name__ == "RTDETRDecoder" or bool(getattr(inner, "end2end", False) or
                                                                       getattr(head, "end2end", False))
+                row.update(bn_calibrated=calibrated, input_sensitivity=sensitivity(inner, x, ref))
             finally:
                 if e2e_before is not None:
                     inner.end2end = e2e_before
             t1 = time.perf_counter()
             out = _numpy(tc._first_tensor(backend(x)))
             row["run_s"] = time.perf_counter() - t1
-            row.update(compare(out, ref, table[fmt]["rtol"], topk))
+            if args.get("int8"):
+                row.update(agreement(out, ref, topk, channel_axis=1))
+            else:
+                row.update(compare(out, ref, table[fmt]["rtol"], topk, channel_axis=1))
         except BaseException as exc:  # noqa: BLE001 (a format that fails is data: the next one still runs)
             row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:1500], traceback=traceback.format_exc()[-3000:])
             if isinstance(exc, KeyboardInterrupt):
@@ -185,13 +310,16 @@ def yolov5_one(args, model_yaml, fmts, table, work):
     yolo = importlib.import_module(args["package"] + ".yolo")
     torch.manual_seed(0)
     model = yolo.Model(model_yaml, ch=3, nc=args.get("nc", 80))
+    calibrated = calibrate_batchnorm(model, args["imgsz"])
     weights = os.path.join(work, "model.pt")
     torch.save({"model": model, "epoch": -1}, weights)  # what the exporter reads: a checkpoint like train.py's
     export, _ = tc._yolov5_module(args, "export")
     common, _ = tc._yolov5_module(args, "models.common")
     x = torch.rand(1, 3, args["imgsz"], args["imgsz"])
+    loaded = tc._yolov5_load(args, weights).float().eval()
     with torch.no_grad():
-        ref = _numpy(tc._first_tensor(tc._yolov5_load(args, weights).float().eval()(x)))
+        ref = _numpy(tc._first_tensor(loaded(x)))
+    moved = sensitivity(loaded, x, ref)
     failures = _failure_log(export)
     rows = {}
     for fmt in fmts:
@@ -213,13 +341,45 @@ def yolov5_one(args, model_yaml, fmts, table, work):
             t1 = time.perf_counter()
             with torch.no_grad():
                 out = _numpy(tc._first_tensor(backend(x)))
-            row["run_s"] = time.perf_counter() - t1
-            row.update(compare(out, ref, table[fmt]["rtol"], False))
+            row.update(run_s=time.perf_counter() - t1, bn_calibrated=calibrated, input_sensitivity=moved)
+            row.update(compare(out, ref, table[fmt]["rtol"], False, channel_axis=-1))
         except BaseException as exc:  # noqa: BLE001
             row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:1500], traceback=traceback.format_exc()[-3000:])
             if isinstance(exc, KeyboardInterrupt):
                 raise
     return rows
+
+
+def _alias(fmt, offered):
+    """TFLite was renamed LiteRT in Ultralytics 8.4.83 (`tflite` still exports, as `litert`): either name asks for
+    whichever of the two the release offers."""
+    twin = {"tflite": "litert", "litert": "tflite"}.get(fmt)
+    return twin if twin and fmt not in offered and twin in offered else fmt
+
+
+def _int8_plan(args, plan, skipped):
+    """--int8: the formats whose exporter quantizes on CPU, with the generated detection dataset (exact labels,
+    nothing downloaded) as calibration images; `args["int8"]` becomes its data yaml."""
+    if args["kind"] == "yolov5":
+        raise ValueError("--int8 is checked on Ultralytics checkouts only")
+    cfg = importlib.import_module(args["package"] + ".cfg")
+    defaults = getattr(cfg, "DEFAULT_CFG_DICT", {})
+    args["int8_arg"] = "quantize" if "quantize" in defaults else "int8"
+    keep = []
+    for fmt in plan:
+        needed = args["table"][fmt].get("int8")
+        if needed is None:
+            skipped[fmt] = {"status": "not offered", "why": "no INT8 export on CPU for this format here"}
+        elif missing_modules(needed):
+            skipped[fmt] = {"status": "missing runtime", "missing": missing_modules(needed),
+                            "pip": "pip install " + " ".join(args["table"][fmt]["int8_pip"])}
+        else:
+            keep.append(fmt)
+    if keep:
+        ds = _sibling("datasets")
+        args["int8"] = ds.make("detect", os.path.join(args["work"], "calibration"), n_train=4, n_val=32,
+                               size=max(64, args["imgsz"]), seed=8)
+    return keep
 
 
 def main(args):
@@ -235,7 +395,7 @@ def main(args):
     table = args["table"]
     offered = _release_formats(args)
     result["release_formats"] = offered
-    asked = offered if args["formats"] == "all" else list(args["formats"])
+    asked = offered if args["formats"] == "all" else [_alias(f, offered) for f in args["formats"]]
     plan, skipped = [], {}
     for fmt in asked:
         info = table.get(fmt)
@@ -251,6 +411,8 @@ def main(args):
                 skipped[fmt] = {"status": "missing runtime", "missing": lacking, "pip": info.get("pip")}
             else:
                 plan.append(fmt)
+    if args.get("int8"):
+        plan = _int8_plan(args, plan, skipped)
     result["formats"], result["skipped"] = plan, skipped
     one = yolov5_one if args["kind"] == "yolov5" else ultralytics_one
     result["models"] = {}
