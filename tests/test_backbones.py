@@ -220,6 +220,7 @@ def test_parameter_count_matches_timm(ref):
     assert ours == r.params
 
 
+@pytest.mark.slow
 def test_timm_checkpoint_loads_and_maps_match(ref):
     bid, r = ref
     cls = backbone_cls(bid)
@@ -236,6 +237,7 @@ def test_timm_checkpoint_loads_and_maps_match(ref):
         assert close(a, b), f"stride {s}: max diff {float((a - b).abs().max())}"
 
 
+@pytest.mark.slow
 def test_timm_extra_keys_ignored_missing_key_named(ref, tmp_path):
     bid, r = ref
     cls = backbone_cls(bid)
@@ -279,6 +281,7 @@ def test_forward_non_square_batch2_train_and_eval(bid):
         assert all(torch.isfinite(o).all() for o in outs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bid", [b for b in IDS if "hybrid" in b])
 def test_forward_640x480_both_orientations(bid):
     """The tutorials' Mobile MQA code breaks on 640x480 and on batch > 1; ours must not.
@@ -358,6 +361,7 @@ def test_checkpoint_containers_and_safetensors(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("bid", ["mobilenetv2", "mobilenetv4_small", "mobilenetv4_hybrid_medium", "repvit_m1"])
 def test_onnx_export_matches_pytorch(bid, tmp_path):

@@ -46,6 +46,7 @@ def modules():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(PATTERNS))
 def test_findall_and_matches_agree_with_libcst(modules, kind):
     ours, theirs = both(PATTERNS[kind])

@@ -48,6 +48,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 # --- through the command line (with the environment probe) -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stock_checkout_with_checkout_on_path_is_healthy(ultralytics_checkout):
     root = ultralytics_checkout("8.4.190")
     before = tree_digest(root)
@@ -65,6 +66,7 @@ def test_stock_checkout_with_checkout_on_path_is_healthy(ultralytics_checkout):
     assert tree_digest(root) == before  # doctor only looks
 
 
+@pytest.mark.slow
 def test_patched_checkout_shadowed_by_installed_copy(ultralytics_checkout, tmp_path):
     root = ultralytics_checkout(V)
     run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "rtdetr", "--no-verify", check=0)
@@ -115,6 +117,7 @@ def _fake_python(tmp: Path) -> Path:
     return py
 
 
+@pytest.mark.slow
 def test_broken_torchvision_pair_and_missing_thop(ultralytics_checkout, tmp_path):
     root = ultralytics_checkout(V)
     doc = doctor_json(root, "--python", _fake_python(tmp_path), env={"PYTHONPATH": str(root)})
@@ -134,14 +137,15 @@ def test_missing_interpreter(ultralytics_checkout, tmp_path):
     assert check(doc, "python")["verdict"] == "fail" and "not found" in check(doc, "python")["detail"]
 
 
+@pytest.mark.slow
 def test_interrupted_apply_explained_in_rich_output(ultralytics_checkout):
     root = ultralytics_checkout(V)
     proc = run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify",
                    env={"MBPATCH_CRASH_AT": "after-write:2"})
     assert proc.returncode == 99
-    proc = run_cli("doctor", "--repo", root, env={"PYTHONPATH": str(root)})
+    proc = run_cli("doctor", "--repo", root, env={"PYTHONPATH": str(root), "COLUMNS": "250"})
     assert proc.returncode == 1
-    out = " ".join(proc.stdout.split())  # rich tables wrap long cells
+    out = " ".join(proc.stdout.split())  # rich tables wrap long cells (mid-word, in a narrow column)
     assert "interrupted" in out and "killed half-way" in out and "not yet" in out and "tasks.py" in out
     assert "mbpatch revert" in out and "FAIL" in out and "problem(s) would make apply or training fail" in out
 
@@ -174,6 +178,7 @@ def _by_hand(root: Path) -> None:
         "head:\n  - [[3, 4, 5], 1, Detect, [nc]]\n")
 
 
+@pytest.mark.slow
 def test_steps_done_by_hand_count_and_half_done_is_partial(ultralytics_checkout):
     root = ultralytics_checkout(V)
     _by_hand(root)
@@ -207,6 +212,7 @@ def test_steps_done_by_hand_count_and_half_done_is_partial(ultralytics_checkout)
     assert tree_digest(root) == hand
 
 
+@pytest.mark.slow
 def test_journal_problems(ultralytics_checkout):
     root = ultralytics_checkout(V)
     run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify", check=0)
@@ -224,6 +230,7 @@ def test_journal_problems(ultralytics_checkout):
     assert line["verdict"] == "fail" and "corrupted" in line["detail"] and doc["exit"] == 1
 
 
+@pytest.mark.slow
 def test_git_status_is_reported(ultralytics_checkout):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -239,6 +246,7 @@ def test_git_status_is_reported(ultralytics_checkout):
     assert "branch main" in line["detail"] and TASKS in line["detail"] and ".mbpatch/" not in line["detail"]
 
 
+@pytest.mark.slow
 def test_yolov5_git_checkout_shadowing_of_models(tmp_path):
     """In a YOLOv5 clone the package is the top-level `models`: doctor asks where `import models` goes."""
     from conftest_yolov5 import make_checkout

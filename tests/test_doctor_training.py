@@ -28,6 +28,7 @@ def training(doc):
     return {c["item"]: c for c in doc["checks"] if c["section"] == "training"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NEW_TORCH, reason="torch < 2.6 loads full checkpoints by default")
 def test_yolov5_v7_0_with_new_torch_fails_strip_optimizer_and_names_the_fix(tmp_path):
     root = make_git(tmp_path / "yolov5", "7.0.14")
@@ -43,6 +44,7 @@ def test_yolov5_v7_0_with_new_torch_fails_strip_optimizer_and_names_the_fix(tmp_
     assert training(doc)["torch.load"]["verdict"] == "ok"
 
 
+@pytest.mark.slow
 def test_pkg_resources_missing_is_a_failure_for_checkouts_that_import_it(tmp_path):
     """An interpreter without pkg_resources (as with setuptools >= 81): a YOLOv5 v7.0 checkout fails, 8.4.190 does not care."""
     shadow = tmp_path / "no-setuptools"
@@ -58,6 +60,7 @@ def test_pkg_resources_missing_is_a_failure_for_checkouts_that_import_it(tmp_pat
     assert "utils/general.py" in item["detail"] and "setuptools<81" in item["fix"]
 
 
+@pytest.mark.slow
 def test_current_ultralytics_has_nothing_to_say(ultralytics_checkout):
     root = ultralytics_checkout("8.4.190")
     doc, _ = doctor(root, env={"PYTHONPATH": str(root)})
@@ -66,6 +69,7 @@ def test_current_ultralytics_has_nothing_to_say(ultralytics_checkout):
     assert "pkg_resources" not in items and "numpy.trapz" not in items  # 8.4.190 uses neither
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(hasattr(numpy, "trapz"), reason="this numpy still has np.trapz")
 def test_old_ultralytics_validation_needs_np_trapz(ultralytics_checkout):
     root = ultralytics_checkout("8.1.20")
@@ -77,6 +81,7 @@ def test_old_ultralytics_validation_needs_np_trapz(ultralytics_checkout):
         assert items["torch.load"]["verdict"] == "fail"  # 8.1.x's torch_safe_load has no weights_only=False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NEW_TORCH, reason="torch < 2.6 loads full checkpoints by default")
 def test_yolov5_master_loads_through_ultralytics_torch_load(tmp_path):
     """Master calls ultralytics.utils.patches.torch_load (weights_only=False) where v7.0 calls torch.load: no

@@ -242,6 +242,7 @@ class Sweep:
         assert code == 0, text
 
 
+@pytest.mark.slow
 def test_crash_at_every_mutation_then_revert(checkout, tmp_path):
     """Apply, stacked apply and revert on 8.4.190, each killed before each of its filesystem mutations in
     turn: the next `mbpatch revert` always restores the identical tree (no stray file, no lock), never

@@ -123,6 +123,7 @@ def test_a_path_is_kept_when_no_folder_can_match(tmp_path):
     assert not survives_scale_regex(yaml) and loadable(yaml, pkg) == "yolov8n-repvit_m1.yaml"
 
 
+@pytest.mark.slow
 def test_list_arch_takes_yolo12_and_yolo26(tmp_path, monkeypatch):
     """The CLI accepts both; yolo26's stock rows (what apply's "lighter scales" line compares with) are measured;
     yolo12's stock yaml is one the same code measures (every backbone row reads the previous one)."""

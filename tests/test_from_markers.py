@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from conftest import run_cli, tree_digest, wheel
 from conftest_yolov5 import make_git, pypi_source, yolov5_env  # noqa: F401 (yolov5_env is a fixture)
 
@@ -23,6 +25,7 @@ def digest(root):
     return {k: v for k, v in tree_digest(root).items() if not k.startswith(".mbpatch")}
 
 
+@pytest.mark.slow
 def test_stacked_applies_undone_exactly_on_8_4_190(ultralytics_checkout):
     root = ultralytics_checkout("8.4.190")
     before = digest(root)
@@ -42,6 +45,7 @@ def test_stacked_applies_undone_exactly_on_8_4_190(ultralytics_checkout):
     assert not (root / ".mbpatch").exists()
 
 
+@pytest.mark.slow
 def test_users_edit_refused_then_saved_with_force_8_3_100(ultralytics_checkout):
     """Also: rect=False (no marker of its own) is found by the replay; the release comes from the index."""
     root = ultralytics_checkout("8.3.100")

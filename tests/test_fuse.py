@@ -202,6 +202,7 @@ def u84_all(tmp_path_factory):
     return repo, before
 
 
+@pytest.mark.slow
 def test_fuse_every_backbone_in_ultralytics_8_4(u84_all):
     repo, before = u84_all
     v8 = repo / "ultralytics/cfg/models/v8"
@@ -214,6 +215,7 @@ def test_fuse_every_backbone_in_ultralytics_8_4(u84_all):
     assert tree_digest(repo) == before
 
 
+@pytest.mark.slow
 def test_fuse_in_ultralytics_8_1(ultralytics_checkout):
     repo = ultralytics_checkout("8.1.20")
     assert apply(repo, "--backbone", "mobilenetv4_small", "--arch", "yolov8")["fuse"] == APPLIED
@@ -226,6 +228,7 @@ def test_fuse_in_ultralytics_8_1(ultralytics_checkout):
         assert_folded(label, rec)
 
 
+@pytest.mark.slow
 def test_fuse_in_yolov5_git_both_styles_and_tutorial_flag(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
     before = tree_digest(root)
@@ -266,6 +269,7 @@ with torch.no_grad():
 '''
 
 
+@pytest.mark.slow
 def test_weights_survive_fusing(ultralytics_checkout, tmp_path):
     timm = pytest.importorskip("timm")
     repo = ultralytics_checkout("8.4.190")
@@ -304,6 +308,7 @@ def test_weights_survive_fusing(ultralytics_checkout, tmp_path):
 # --- the gradient check of every verification --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gradient_check_names_an_unused_backbone_parameter(ultralytics_checkout):
     repo = ultralytics_checkout("8.4.190")
     run_cli("apply", "--repo", repo, "--backbone", "mobilenetv4_small", "--arch", "yolov8", "--no-verify", check=0)

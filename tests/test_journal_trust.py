@@ -131,6 +131,7 @@ def _mutations(journal: dict, rng: random.Random):
     yield "a file record without sha_after", json.dumps(j)
 
 
+@pytest.mark.slow
 def test_fuzzed_journals_are_refused_and_nothing_is_written(patched):
     base, root, good, _ = patched
     journal = json.loads(good)
@@ -351,6 +352,7 @@ def test_upgrade_with_patched_file_brought_back_is_refused(tmp_path):
 # --- revert --from-markers ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_from_markers_refuses_another_release_and_recovers_after_git_clean(fresh):
     """`--source` of another release is refused, --force or not; after `git clean -fdx` (journal, yaml and
     AddModules/ gone) the markers left in tasks.py are enough to give back the release's exact bytes."""
@@ -377,6 +379,7 @@ def test_from_markers_refuses_another_release_and_recovers_after_git_clean(fresh
 # --- a user's class of the same name ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_users_class_imported_into_tasks_is_refused(fresh):
     """`class MobileNetV2` of the user's in nn/modules/block.py, imported into tasks.py: apply would shadow
     it with mbpatch's. Refused up front, nothing written; --replace-existing applies and reverts exactly."""
@@ -450,6 +453,7 @@ def test_sigint_at_the_lock_when_started_with_sigint_ignored(fresh, tmp_path):
     assert tree_digest(root) == pristine and not (root / ".mbpatch.lock").exists()
 
 
+@pytest.mark.slow
 def test_killed_apply_is_not_called_half_reverted_nor_an_edit(fresh, tmp_path):
     """Killed after two of four files: doctor says the apply was interrupted (never "half reverted"); a re-apply
     does not call the yaml it never wrote "changed since mbpatch last patched it"; revert gives the tree back."""

@@ -79,6 +79,7 @@ def all_written(root: Path) -> bool:
 # --- 1. stacked applies keep the chain ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_edit_between_two_applies_is_never_discarded(ultralytics_checkout):
     root = ultralytics_checkout(NEW)
     pristine = tree_digest(root)
@@ -107,6 +108,7 @@ def test_edit_between_two_applies_is_never_discarded(ultralytics_checkout):
     assert without_mbpatch(tree_digest(root)) == pristine
 
 
+@pytest.mark.slow
 def test_edit_between_applies_yolov5(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
     pristine = tree_digest(root)
@@ -127,6 +129,7 @@ def test_edit_between_applies_yolov5(tmp_path, yolov5_env):
 # --- 2. upgrades are detected ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_upgrade_is_detected_and_never_downgraded(ultralytics_checkout):
     root = ultralytics_checkout(OLD)
     apply(root, check=0)
@@ -166,6 +169,7 @@ def test_upgrade_is_detected_and_never_downgraded(ultralytics_checkout):
     assert (root / TASKS).read_bytes() == new_tasks
 
 
+@pytest.mark.slow
 def test_format_1_journal_still_reverts(ultralytics_checkout):
     """A journal written before the version was recorded (format 1) reverts as before; no upgrade is guessed."""
     import json
@@ -189,6 +193,7 @@ def test_format_1_journal_still_reverts(ultralytics_checkout):
 # --- 3. installed packages are not checkouts ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_installed_package_refused_and_leftovers_revertible(tmp_path):
     site = tmp_path / "lib/python3.11/site-packages"
     src = unpacked("ultralytics", OLD, "ultralytics")
@@ -229,6 +234,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(base + list(args), capture_output=True, text=True, check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_exclude_and_orphaned_patch(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
@@ -274,6 +280,7 @@ def test_git_exclude_and_orphaned_patch(tmp_path, yolov5_env):
 # --- 5. I/O errors end cleanly -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("err", ["ENOSPC", "EACCES"])
 def test_io_error_during_revert_then_second_run_finishes(ultralytics_checkout, err):
     root = ultralytics_checkout(OLD)
@@ -289,6 +296,7 @@ def test_io_error_during_revert_then_second_run_finishes(ultralytics_checkout, e
     assert tree_digest(root) == pristine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["apply", "revert"])
 def test_full_disk_when_writing_the_lock(ultralytics_checkout, command):
     root = ultralytics_checkout(NEW)
@@ -305,6 +313,7 @@ def test_full_disk_when_writing_the_lock(ultralytics_checkout, command):
     (apply(root) if command == "apply" else run_cli("revert", "--repo", root)).check_returncode()
 
 
+@pytest.mark.slow
 def test_read_only_file_during_apply(ultralytics_checkout):
     root = ultralytics_checkout(NEW)
     pristine = tree_digest(root)
@@ -318,6 +327,7 @@ def test_read_only_file_during_apply(ultralytics_checkout):
 # --- 6. Ctrl-C is all or none ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["before-write:1:SIGINT", "after-write:2:SIGINT", "before-rename:4:SIGTERM"])
 def test_signal_during_apply_is_deferred(ultralytics_checkout, point):
     root = ultralytics_checkout(NEW)
@@ -353,6 +363,7 @@ def _refused_untouched(root: Path, proc, *words: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_inputs_checked_before_any_write(ultralytics_checkout, tmp_path):
     import torch
 
@@ -396,6 +407,7 @@ class MobileNetV2(nn.Module):  # pasted from a tutorial
 '''
 
 
+@pytest.mark.slow
 def test_users_own_class_is_not_shadowed_silently(ultralytics_checkout):
     root = ultralytics_checkout(NEW)
     folder = root / ADD
@@ -440,6 +452,7 @@ def test_case_only_name_clash_is_refused_yolov5(tmp_path, yolov5_env):
     assert tree_digest(root) == users
 
 
+@pytest.mark.slow
 def test_users_own_class_in_common_py_yolov5(tmp_path, yolov5_env):
     """The YOLOv5 tutorials paste the class into models/common.py: mbpatch's import would shadow it."""
     root = make_git(tmp_path / "yolov5", "7.0.14")

@@ -63,6 +63,7 @@ def run_smart(root, cfg, env, kind="yolov5"):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_layer_scale_is_trained_on_6_1_9(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "6.1.9")
     before = tree_digest(root)
@@ -77,6 +78,7 @@ def test_layer_scale_is_trained_on_6_1_9(tmp_path, yolov5_env):
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 def test_layer_scale_is_trained_on_ultralytics_8_0_50(ultralytics_checkout):
     root = ultralytics_checkout("8.0.50")
     before = tree_digest(root)

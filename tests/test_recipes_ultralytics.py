@@ -208,6 +208,7 @@ def tutorial_edit(text: str) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_steps_done_by_hand_are_recognised(ultralytics_checkout):
     repo = ultralytics_checkout("8.2.103")
     tasks = repo / "ultralytics/nn/tasks.py"
@@ -227,6 +228,7 @@ def test_steps_done_by_hand_are_recognised(ultralytics_checkout):
     assert tasks.read_bytes() == hand_edited
 
 
+@pytest.mark.slow
 def test_hand_edited_checkout_builds_with_our_yaml(ultralytics_checkout):
     """The same hand edit, then a second apply changes nothing in tasks.py."""
     repo = ultralytics_checkout("8.2.103")

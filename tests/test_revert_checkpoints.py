@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import run_cli, tree_digest
 from mbpatch.checkpoints import module_names
 
@@ -48,6 +50,7 @@ def test_module_names_of_deleted_sources():
     assert module_names(["models/repvit.py"]) == ["models.repvit"]
 
 
+@pytest.mark.slow
 def test_revert_names_checkpoints_that_need_the_backbone(ultralytics_checkout):
     root = ultralytics_checkout("8.4.190")
     package_before = tree_digest(root / "ultralytics")

@@ -66,6 +66,7 @@ def _apply(root, backbone, arch, task, *extra):
     return run_cli("apply", "--repo", root, "--backbone", backbone, "--arch", arch, "--task", task, *extra, check=0)
 
 
+@pytest.mark.slow
 def test_log_lists_the_applies_and_revert_last_pops_them_one_by_one(fresh):
     root = fresh("stack")
     digests = [tree_digest(root / "ultralytics")]
@@ -78,7 +79,8 @@ def test_log_lists_the_applies_and_revert_last_pops_them_one_by_one(fresh):
         [(i + 1, b, a, t, "n") for i, (b, a, t) in enumerate(STACK)]
     assert all(a["time"] and a["files"] for a in log["applies"])
     assert "ultralytics/cfg/models/v8/yolov8-seg-mobilenetv4_small.yaml" in log["applies"][2]["files"]
-    table = " ".join(run_cli("log", "--repo", root, check=0).stdout.split())
+    # wide enough that no cell wraps mid-word (xdist's longer temporary paths widen the path column)
+    table = " ".join(run_cli("log", "--repo", root, check=0, env={"COLUMNS": "250"}).stdout.split())
     assert "mobilenetv2_050" in table and "segment" in table
 
     # pop the newest: the checkout is byte for byte what it was after the second apply
@@ -108,6 +110,7 @@ def test_log_lists_the_applies_and_revert_last_pops_them_one_by_one(fresh):
     assert json.loads(run_cli("log", "--repo", root, "--json", check=0).stdout)["applies"] == []
 
 
+@pytest.mark.slow
 def test_checkpoint_note_names_the_apply_it_needs_runnable_as_printed(fresh):
     """After a stacked revert, the note names the backbone each trained checkpoint holds, with --repo and --arch,
     and the command it prints (run as printed, plus --no-verify) makes the checkpoint load again."""
@@ -187,6 +190,7 @@ def test_fetch_into_a_symlink_to_an_empty_folder(tmp_path):
     assert (tmp_path / "link").is_symlink() and (empty / "ultralytics" / "__init__.py").is_file()
 
 
+@pytest.mark.slow
 def test_doctor_prints_one_line_per_apply_when_all_is_well(fresh):
     """Three applies: the recipes section is three lines, not one per recipe and apply (issue 17: 72 rows for six)."""
     from mbpatch.doctor import diagnose
@@ -216,6 +220,7 @@ def test_missing_package_advice_names_the_requirements_file_or_the_pip_line(tmp_
     assert install_line("RuntimeError: shapes differ", root, py) is None
 
 
+@pytest.mark.slow
 def test_apply_reports_what_doctor_flags_after_its_summary(fresh, tmp_path, monkeypatch):
     """The checks apply runs beside its verification (doctor.AfterApply): another `ultralytics` on the path
     shadows the patched checkout, so the training snippet apply printed would build the stock code."""

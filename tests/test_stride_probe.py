@@ -86,6 +86,7 @@ def checkpoint(tmp_path, name):
     return path
 
 
+@pytest.mark.slow
 def test_yolov5_build_keeps_the_loaded_statistics(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
     before = tree_digest(root)
@@ -105,6 +106,7 @@ def test_yolov5_build_keeps_the_loaded_statistics(tmp_path, yolov5_env):
     assert {k: v for k, v in tree_digest(root).items() if not k.startswith(".mbpatch/")} == before
 
 
+@pytest.mark.slow
 def test_ultralytics_build_keeps_the_loaded_statistics(ultralytics_checkout, tmp_path):
     repo = ultralytics_checkout("8.2.103")
     before = tree_digest(repo)

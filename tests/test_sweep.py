@@ -9,12 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, wheel
 
 VERSIONS = ("8.0.50", "8.2.103")
 ARCHS = ("yolov8", "yolo26", "rtdetr")
 
 
+@pytest.mark.slow
 def test_sweep_slice(tmp_path):
     for v in VERSIONS:  # from the test cache (downloaded once)
         wheel("ultralytics", v)

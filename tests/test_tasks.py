@@ -26,7 +26,7 @@ from mbpatch.templates import AVAILABLE
 # the catalogue in rotation, less its four heaviest (hybrid_large, large, repvit_m1_5, m2_3: built in other tests)
 HEAVY = ("mobilenetv4_hybrid_large", "mobilenetv4_large", "repvit_m1_5", "repvit_m2_3")
 # (MobileNetV2's wide-tap variants are left out: the same blocks as their thin bases, built in test_wide_taps.py and
-# test_catalogue_in_ultralytics.py; in the rotation they would move every other backbone to another pair)
+# test_catalogue_in_rtdetr.py / _yolov8.py; in the rotation they would move every other backbone to another pair)
 BACKBONES = [b for b in sorted(AVAILABLE) if b not in HEAVY and not b.endswith("_wide")]
 NEWEST = "8.4.190"
 PAIRS_NEWEST = [
@@ -166,6 +166,7 @@ def newest(tmp_path_factory):
     return root, before, applied, built
 
 
+@pytest.mark.slow
 def test_every_family_and_task_builds_like_stock(newest):
     root, _, applied, built = newest
     assert len({bb for bb, _ in applied.values()}) == len(BACKBONES)  # every backbone of the rotation is used
@@ -223,6 +224,7 @@ def test_revert_gives_back_every_byte(newest):
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", sorted(OLDER, key=lambda v: tuple(map(int, v.split(".")))))
 def test_older_releases(version, ultralytics_checkout):
     root = ultralytics_checkout(version)

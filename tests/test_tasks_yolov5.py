@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_cli, tree_digest
 from conftest_yolov5 import make_git, make_pypi, yolov5_env  # noqa: F401 (yolov5_env is a fixture)
 
 
+@pytest.mark.slow
 def test_segment_on_v7_builds_segmentation_model_and_reverts(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
     original = tree_digest(root)

@@ -90,6 +90,7 @@ def u84(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_train_and_export_yolov8_mobilenetv4_on_8_4_190(u84, tmp_path):
     run_cli("apply", "--repo", u84, "--backbone", "mobilenetv4_small", "--arch", "yolov8", "--no-verify", check=0)
     before = tree_digest(u84)
@@ -106,6 +107,7 @@ def test_train_and_export_yolov8_mobilenetv4_on_8_4_190(u84, tmp_path):
     run_cli("revert", "--repo", u84, check=0)
 
 
+@pytest.mark.slow
 def test_train_and_export_rtdetr_repvit_on_8_4_190(u84, tmp_path):
     run_cli("apply", "--repo", u84, "--backbone", "repvit_m0_9", "--arch", "rtdetr", "--head", "light", "--no-verify", check=0)
     before = tree_digest(u84)
@@ -126,6 +128,7 @@ def test_train_and_export_rtdetr_repvit_on_8_4_190(u84, tmp_path):
     run_cli("revert", "--repo", u84, check=0)
 
 
+@pytest.mark.slow
 def test_export_mobilenetv2_yolo11_on_8_4_190(u84, tmp_path):
     """The third backbone family, through the exporter only (--export without --train)."""
     run_cli("apply", "--repo", u84, "--backbone", "mobilenetv2", "--arch", "yolo11", "--no-verify", check=0)
@@ -137,6 +140,7 @@ def test_export_mobilenetv2_yolo11_on_8_4_190(u84, tmp_path):
     run_cli("revert", "--repo", u84, check=0)
 
 
+@pytest.mark.slow
 def test_train_on_8_1_20_needs_the_torch_load_switch(ultralytics_checkout, tmp_path):
     root = ultralytics_checkout("8.1.20")
     run_cli("apply", "--repo", root, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify", check=0)
@@ -155,6 +159,7 @@ def test_train_on_8_1_20_needs_the_torch_load_switch(ultralytics_checkout, tmp_p
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 def test_train_and_export_yolov5_v7_0_git(tmp_path):
     root = git_trainable(make_git(tmp_path / "yolov5", "7.0.14"))
     run_cli("apply", "--repo", root, "--backbone", "mobilenetv4_small", "--arch", "yolov5", "--no-verify", check=0)
@@ -170,6 +175,7 @@ def test_train_and_export_yolov5_v7_0_git(tmp_path):
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 def test_train_yolov5_master_layout(tmp_path):
     """Master loads best.pt through ultralytics.utils.patches.torch_load: training, strip_optimizer and the final
     validation work with this torch and no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (issue 17: doctor had said otherwise)."""
@@ -182,6 +188,7 @@ def test_train_yolov5_master_layout(tmp_path):
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 def test_export_repvit_yolo26_on_8_4_190(u84, tmp_path):
     """YOLO26, the release's default family (end-to-end head, reg_max 1), through the exporter; fused RepViT."""
     run_cli("apply", "--repo", u84, "--backbone", "repvit_m0_9", "--arch", "yolo26", "--no-verify", check=0)

@@ -63,6 +63,7 @@ PATCHED = [("detect", "yolo26", "mobilenetv4_small"), ("segment", "yolo26", "rep
 HEAD = {"detect": "Detect", "segment": "Segment", "pose": "Pose", "obb": "OBB", "classify": "Classify"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,arch,backbone", PATCHED)
 def test_patched_task_model_trains_on_its_generated_dataset(tmp_path, task, arch, backbone):
     root = tmp_path / "ultralytics-8.4.190"

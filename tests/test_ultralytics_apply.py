@@ -63,6 +63,7 @@ def apply_json(repo, *args, check=0):
 CASES = [(v, a) for v in VERSIONS for a in ("yolov8", "rtdetr") if a == "yolov8" or vt(v) >= RTDETR_FIRST]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version,arch", CASES)
 def test_apply_build_forward_revert(ultralytics_checkout, version, arch):
     repo = ultralytics_checkout(version)
@@ -119,6 +120,7 @@ def test_rtdetr_refused_before_8_0_111(ultralytics_checkout, version):
     assert tree_digest(repo) == before
 
 
+@pytest.mark.slow
 def test_rtdetr_mobilenetv2_reproduces_tutorial_table(ultralytics_checkout):
     """RT-DETR-l + MobileNetV2, nc=1, on 8.2.103: 594 layers, 20,263,651 parameters, 65.3 GFLOPs with thop 0.1.x,
     67.2 with ultralytics-thop 2.2.x, against the stock rtdetr-l's 32.8M parameters."""
@@ -141,6 +143,7 @@ def test_rtdetr_mobilenetv2_reproduces_tutorial_table(ultralytics_checkout):
     assert stock["gflops"] > 100
 
 
+@pytest.mark.slow
 def test_tutorial_yaml_files_build_unedited(ultralytics_checkout):
     """Yaml files users already wrote for the tutorials' module names build after apply, with no edit:
     on 8.2.103 the light RT-DETR neck (RepC3 e=0.5) also needs the repc3 step."""
@@ -158,6 +161,7 @@ def test_tutorial_yaml_files_build_unedited(ultralytics_checkout):
     assert first_shape(doc["patched"]["forward"]["640x640"]) == [1, 84, 8400]
 
 
+@pytest.mark.slow
 def test_stacked_applies_revert_in_one_go(ultralytics_checkout):
     repo = ultralytics_checkout("8.4.190")
     before = tree_digest(repo)
@@ -223,6 +227,7 @@ def test_recipe_that_cannot_place_its_change_refuses(ultralytics_checkout):
     assert tree_digest(repo) == before
 
 
+@pytest.mark.slow
 def test_python_option_picks_the_interpreter(ultralytics_checkout, tmp_path):
     repo = ultralytics_checkout("8.4.190")
     run_cli("apply", "--repo", repo, "--backbone", "mobilenetv2", "--arch", "yolov8", "--no-verify", check=0)

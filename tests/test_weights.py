@@ -16,6 +16,7 @@ timm = pytest.importorskip("timm")
 torch = pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_weights_are_loaded_when_the_model_is_built(ultralytics_checkout, tmp_path):
     repo = ultralytics_checkout("8.4.190")
     before = tree_digest(repo)
@@ -56,6 +57,7 @@ def test_weights_file_must_exist(ultralytics_checkout, tmp_path):
     assert tree_digest(repo) == before
 
 
+@pytest.mark.slow
 def test_weights_in_a_yolov5_git_checkout(tmp_path, yolov5_env):
     root = make_git(tmp_path / "yolov5", "7.0.14")
     before = tree_digest(root)
@@ -113,6 +115,7 @@ torch.save(maps, out)
 SAME_AS_TIMM = ("mobilenetv2", "mobilenetv4_hybrid_medium", "repvit_m1")  # one per family (hybrid: MQA norms)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ultralytics", "yolov5"])
 def test_inside_the_detector_the_backbone_computes_what_timm_computes(kind, ultralytics_checkout, tmp_path, yolov5_env):
     """With --weights, the built detector's backbone gives timm's feature maps for the same checkpoint: the
